@@ -1,0 +1,103 @@
+/* main.c — entry point of the probe guest's C part: prints PROBE-UP, runs the
+ * `probe=<name>` tokens of the command line in order, then the last
+ * `exit=<action>` (default poweroff). Also implements `probe=echo`. */
+#include "probe.h"
+
+static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
+
+static int token_is(const char *s, size_t n, const char *lit)
+{
+	size_t i = 0;
+	for (; i < n; i++)
+		if (lit[i] != s[i])
+			return 0;
+	return lit[i] == 0;
+}
+
+static int has_prefix(const char *s, size_t n, const char *pre, size_t plen)
+{
+	if (n < plen)
+		return 0;
+	for (size_t i = 0; i < plen; i++)
+		if (s[i] != pre[i])
+			return 0;
+	return 1;
+}
+
+#define ECHO_MAX 200
+
+static void probe_echo(void)
+{
+	char line[ECHO_MAX];
+	int prev = 0;
+
+	put_str("ECHO READY\n");
+	for (;;) {
+		size_t n = 0;
+		int c;
+		for (;;) {
+			c = serial_getc();
+			if (c == '\n' || c == '\r')
+				break;
+			if (n < ECHO_MAX)
+				line[n++] = (char)c;
+		}
+		/* "\r\n" is one line end, not an extra empty line */
+		int skip = n == 0 && c == '\n' && prev == '\r';
+		prev = c;
+		if (skip)
+			continue;
+		put_str("ECHO ");
+		put_strn(line, n);
+		put_nl();
+		if (token_is(line, n, "quit"))
+			return;
+	}
+}
+
+static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
+{
+	if (token_is(name, n, "bootinfo"))
+		probe_bootinfo(bi);
+	else if (token_is(name, n, "acpi"))
+		probe_acpi(bi);
+	else if (token_is(name, n, "smp"))
+		probe_smp(bi);
+	else if (token_is(name, n, "echo"))
+		probe_echo();
+	else {
+		put_str("PROBE-ERROR unknown probe ");
+		put_strn(name, n);
+		put_nl();
+	}
+}
+
+void probe_main(uint64_t info, int kind)
+{
+	struct bootinfo bi;
+	const char *exit_act = "poweroff";
+	size_t exit_len = 8;
+
+	put_str("PROBE-UP entry=");
+	put_str(entry_names[kind]);
+	put_nl();
+
+	bootinfo_parse(&bi, info, kind);
+
+	for (const char *p = bi.cmdline; *p;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		const char *tok = p;
+		while (*p && *p != ' ' && *p != '\t' && *p != '\n')
+			p++;
+		size_t n = (size_t)(p - tok);
+		if (has_prefix(tok, n, "probe=", 6))
+			run_probe(&bi, tok + 6, n - 6);
+		else if (has_prefix(tok, n, "exit=", 5)) {
+			exit_act = tok + 5;
+			exit_len = n - 5;
+		}
+	}
+
+	do_exit(&bi, exit_act, exit_len);
+}

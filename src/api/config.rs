@@ -1,0 +1,219 @@
+//! Plain, validated VM configuration. Everything here is checked before KVM is touched.
+
+use std::path::PathBuf;
+
+use crate::boot::layout::CMDLINE_MAX_SIZE;
+
+/// Smallest guest RAM accepted (the kernel loads at 1 MiB and needs room above it).
+pub const MIN_MEM_MIB: u64 = 16;
+/// Largest guest RAM accepted by configuration (1 TiB); the host may allow less.
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+/// Largest vCPU count: APIC ids are 8-bit and the IOAPIC takes the id after the last CPU.
+pub const MAX_VCPUS: u8 = 254;
+/// The command line used when `--cmdline` is not given.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--mem {0} MiB is out of range ({MIN_MEM_MIB}..={MAX_MEM_MIB} MiB)")]
+    MemSize(u64),
+    #[error("--cpus {0} is out of range (1..={MAX_VCPUS})")]
+    VcpuCount(u64),
+    #[error("the kernel command line is {0} bytes; at most {CMDLINE_MAX_SIZE} are allowed")]
+    CmdlineTooLong(usize),
+    #[error("the kernel command line contains a NUL byte")]
+    CmdlineNul,
+    #[error("invalid {flag} value {value:?}: expected {expected}")]
+    BadTarget {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{flag} cannot be used with --bios")]
+    NotWithFirmware { flag: &'static str },
+    #[error("give either --kernel or --bios")]
+    NoBootSource,
+    #[error("{what} {path:?}: {reason}")]
+    BadFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// What the vCPUs start executing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// A Linux kernel (bzImage or ELF vmlinux) booted directly.
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// A raw firmware image entered at the reset vector.
+    Firmware { image: PathBuf },
+}
+
+/// Where a serial port's output goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OutputTarget {
+    Stdout,
+    File(PathBuf),
+    None,
+}
+
+impl OutputTarget {
+    pub fn parse(flag: &'static str, s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "stdout" => Ok(OutputTarget::Stdout),
+            "none" => Ok(OutputTarget::None),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(OutputTarget::File(PathBuf::from(p))),
+                _ => Err(ConfigError::BadTarget {
+                    flag,
+                    value: s.to_string(),
+                    expected: "stdout, file:PATH or none",
+                }),
+            },
+        }
+    }
+}
+
+/// Where the console's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource {
+    Stdin,
+    None,
+}
+
+impl InputSource {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "stdin" => Ok(InputSource::Stdin),
+            "none" => Ok(InputSource::None),
+            _ => Err(ConfigError::BadTarget {
+                flag: "--console-in",
+                value: s.to_string(),
+                expected: "stdin or none",
+            }),
+        }
+    }
+}
+
+/// A complete, validated description of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub boot: BootSource,
+    pub mem_mib: u64,
+    pub vcpus: u8,
+    /// COM1 (ttyS0): the console.
+    pub serial: OutputTarget,
+    /// COM2 (ttyS1): the log port.
+    pub log: OutputTarget,
+    pub console_in: InputSource,
+}
+
+impl VmConfig {
+    pub fn mem_bytes(&self) -> u64 {
+        self.mem_mib << 20
+    }
+}
+
+pub fn validate_mem(mib: u64) -> Result<u64, ConfigError> {
+    if (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(ConfigError::MemSize(mib))
+    }
+}
+
+pub fn validate_vcpus(n: u64) -> Result<u8, ConfigError> {
+    match u8::try_from(n) {
+        Ok(v) if (1..=MAX_VCPUS).contains(&v) => Ok(v),
+        _ => Err(ConfigError::VcpuCount(n)),
+    }
+}
+
+pub fn validate_cmdline(s: &str) -> Result<String, ConfigError> {
+    if s.contains('\0') {
+        return Err(ConfigError::CmdlineNul);
+    }
+    // One byte is kept for the terminating NUL.
+    if s.len() >= CMDLINE_MAX_SIZE {
+        return Err(ConfigError::CmdlineTooLong(s.len()));
+    }
+    Ok(s.to_string())
+}
+
+/// A path the user named must be a readable regular file (checked early so that the error
+/// names the flag, not a KVM step).
+pub fn validate_file(what: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err(ConfigError::BadFile {
+            what,
+            path,
+            reason: "not a regular file".into(),
+        }),
+        Err(e) => Err(ConfigError::BadFile {
+            what,
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_targets() {
+        assert_eq!(
+            OutputTarget::parse("--serial", "stdout"),
+            Ok(OutputTarget::Stdout)
+        );
+        assert_eq!(
+            OutputTarget::parse("--serial", "none"),
+            Ok(OutputTarget::None)
+        );
+        assert_eq!(
+            OutputTarget::parse("--log", "file:/tmp/x"),
+            Ok(OutputTarget::File("/tmp/x".into()))
+        );
+        for bad in ["", "file:", "stderr", "File:/x", "tcp:1"] {
+            assert!(OutputTarget::parse("--log", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_sources() {
+        assert_eq!(InputSource::parse("stdin"), Ok(InputSource::Stdin));
+        assert_eq!(InputSource::parse("none"), Ok(InputSource::None));
+        assert!(InputSource::parse("tty").is_err());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(validate_mem(0), Err(ConfigError::MemSize(0)));
+        assert_eq!(validate_mem(15), Err(ConfigError::MemSize(15)));
+        assert_eq!(validate_mem(16), Ok(16));
+        assert!(validate_mem(MAX_MEM_MIB + 1).is_err());
+        assert_eq!(validate_vcpus(0), Err(ConfigError::VcpuCount(0)));
+        assert_eq!(validate_vcpus(1), Ok(1));
+        assert_eq!(validate_vcpus(254), Ok(254));
+        assert!(validate_vcpus(255).is_err());
+        assert!(validate_vcpus(u64::MAX).is_err());
+        assert!(validate_cmdline(&"a".repeat(CMDLINE_MAX_SIZE)).is_err());
+        assert!(validate_cmdline("a\0b").is_err());
+        assert!(validate_cmdline("console=ttyS0").is_ok());
+    }
+
+    #[test]
+    fn files() {
+        assert!(validate_file("kernel", "/nonexistent/x".into()).is_err());
+        assert!(validate_file("kernel", "/".into()).is_err());
+        let f = std::env::current_exe().unwrap();
+        assert_eq!(validate_file("kernel", f.clone()), Ok(f));
+    }
+}

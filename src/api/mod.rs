@@ -1,0 +1,7 @@
+//! The user-facing surface: command-line parsing and the validated configuration it produces.
+//! (The control socket joins this module in a later issue.)
+
+pub mod cli;
+pub mod config;
+
+pub use config::{BootSource, ConfigError, InputSource, OutputTarget, VmConfig};

@@ -1,0 +1,14 @@
+//! micro-vmm: a small KVM virtual machine monitor built on the rust-vmm crates.
+//!
+//! Layers, from the outside in: [`api`] turns user input into a validated [`api::VmConfig`];
+//! [`vmm::builder`] builds the VM from it in one fixed order; [`vmm::Vmm::run`] runs it until
+//! it ends with a [`vmm::exit::VmExit`]. [`boot`] prepares guest memory and vCPU state,
+//! [`devices`] emulates what the guest talks to.
+
+pub mod api;
+pub mod boot;
+pub mod devices;
+pub mod disk;
+pub mod log_limit;
+pub mod payload;
+pub mod vmm;

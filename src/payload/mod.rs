@@ -1,0 +1,1 @@
+//! The payload builder (APK, idsig, metadata, payload disk). Filled by the payload issue.

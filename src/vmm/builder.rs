@@ -1,0 +1,299 @@
+//! The one place that knows the build order: KVM, VM-wide state, memory, boot image, devices,
+//! vCPUs. Everything it reads was validated in [`crate::api::config`].
+
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestAddress;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::exit::{ExitState, VmExit};
+use super::memory::{self, GuestMemoryMmap};
+use super::vcpu::Vcpu;
+use super::{Vmm, VmmError, signals};
+use crate::api::{BootSource, OutputTarget, VmConfig};
+use crate::boot::layout::{CMDLINE_START, KVM_IDENTITY_MAP_START, KVM_TSS_START, RamLayout};
+use crate::boot::loader::{EntryPoint, load_cmdline, load_initrd, load_kernel};
+use crate::boot::{acpi, bootparams, cpuid, firmware, msrs, regs};
+use crate::devices::GuestEventSink;
+use crate::devices::acpi_power::{RESET_PORT, ResetRegister, SLEEP_CONTROL_PORT, SleepRegisters};
+use crate::devices::bus::Bus;
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
+use crate::devices::pvpanic::{PVPANIC_PORT, PvPanic};
+use crate::devices::serial::device::InputWaker;
+use crate::devices::serial::output::{DEFAULT_CAPACITY, OutputSink};
+use crate::devices::serial::{COM1, COM2, SERIAL_PORT_LEN, SerialDevice, SerialPortInfo};
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+/// How the BSP starts, decided while loading the boot image.
+enum BspStart {
+    Long64 {
+        entry: GuestAddress,
+        zero_page: GuestAddress,
+    },
+    Pvh {
+        entry: GuestAddress,
+        start_info: GuestAddress,
+    },
+    /// Firmware: KVM's reset state already is the reset vector.
+    ResetVector,
+}
+
+/// Builds the VM described by `cfg`.
+pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
+    signals::block_stop_signals().map_err(|source| VmmError::Host {
+        what: "signal mask",
+        source,
+    })?;
+
+    // 1. KVM and the VM-wide state that must exist before any vCPU.
+    let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+    let api = kvm.get_api_version();
+    if api != 12 {
+        return Err(VmmError::KvmApiVersion(api));
+    }
+    let max = kvm.get_max_vcpus();
+    if usize::from(cfg.vcpus) > max {
+        return Err(VmmError::TooManyVcpus {
+            wanted: cfg.vcpus,
+            max,
+        });
+    }
+    let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
+    vm.set_tss_address(KVM_TSS_START as usize)
+        .map_err(kvm_err("set the TSS address"))?;
+    vm.set_identity_map_address(KVM_IDENTITY_MAP_START)
+        .map_err(kvm_err("set the identity-map address"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("create the irqchip"))?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(kvm_err("create the PIT"))?;
+
+    // 2. Guest memory (plus the firmware window for --bios).
+    let ram = RamLayout::new(cfg.mem_bytes());
+    let mut ranges = ram.ranges();
+    let firmware_image = match &cfg.boot {
+        BootSource::Firmware { image } => {
+            let img = firmware::read_firmware(image)?;
+            ranges.push((firmware::firmware_base(img.len() as u64), img.len() as u64));
+            Some(img)
+        }
+        BootSource::Kernel { .. } => None,
+    };
+    let mem = memory::create(&ranges)?;
+    let rom_start = firmware_image
+        .as_ref()
+        .map(|img| firmware::firmware_base(img.len() as u64));
+    memory::register(&vm, &mem, rom_start)?;
+
+    // 3. The boot image and what it is told.
+    let start = match (&cfg.boot, &firmware_image) {
+        (
+            BootSource::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            },
+            _,
+        ) => load_linux(&mem, &ram, cfg.vcpus, kernel, initrd.as_deref(), cmdline)?,
+        (BootSource::Firmware { .. }, Some(img)) => {
+            firmware::load_firmware(&mem, img)?;
+            BspStart::ResetVector
+        }
+        (BootSource::Firmware { .. }, None) => unreachable!("firmware read above"),
+    };
+
+    // 4. Devices.
+    let exit = Arc::new(ExitState::new().map_err(|source| VmmError::Host {
+        what: "exit eventfd",
+        source,
+    })?);
+    let events: GuestEventSink = {
+        let exit = exit.clone();
+        Arc::new(move |e| exit.request(VmExit::from(e)))
+    };
+    let mut outputs = Vec::new();
+    let serial_out = open_output("--serial", &cfg.serial, &mut outputs)?;
+    let log_out = if cfg.log == cfg.serial {
+        serial_out.clone()
+    } else {
+        open_output("--log", &cfg.log, &mut outputs)?
+    };
+    let console_waker = InputWaker::default();
+    let console = Arc::new(Mutex::new(serial_device(
+        &vm,
+        "COM1",
+        &COM1,
+        console_waker.clone(),
+        serial_out,
+    )?));
+    let log_port = Arc::new(Mutex::new(serial_device(
+        &vm,
+        "COM2",
+        &COM2,
+        InputWaker::default(),
+        log_out,
+    )?));
+    let mut io_bus = Bus::new();
+    io_bus.insert(console.clone(), u64::from(COM1.base), SERIAL_PORT_LEN)?;
+    io_bus.insert(log_port, u64::from(COM2.base), SERIAL_PORT_LEN)?;
+    io_bus.insert(
+        Arc::new(Mutex::new(I8042::new(events.clone()))),
+        u64::from(I8042_BASE),
+        I8042_LEN,
+    )?;
+    io_bus.insert(
+        Arc::new(Mutex::new(SleepRegisters::new(events.clone()))),
+        u64::from(SLEEP_CONTROL_PORT),
+        2,
+    )?;
+    io_bus.insert(
+        Arc::new(Mutex::new(ResetRegister::new(events.clone()))),
+        u64::from(RESET_PORT),
+        1,
+    )?;
+    io_bus.insert(
+        Arc::new(Mutex::new(PvPanic::new(events))),
+        u64::from(PVPANIC_PORT),
+        1,
+    )?;
+    let io_bus = Arc::new(io_bus);
+    let mmio_bus = Arc::new(Bus::new());
+
+    // 5. vCPUs: CPUID, MSRs and LAPIC for all; boot registers for the BSP only (the APs wait
+    // for INIT/SIPI from the guest, as on hardware).
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("report CPUID"))?;
+    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+    for id in 0..cfg.vcpus {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("create a vCPU"))?;
+        cpuid::set_cpuid(&fd, &base_cpuid, id, cfg.vcpus)?;
+        msrs::set_boot_msrs(&fd)?;
+        msrs::set_lint(&fd)?;
+        if id == 0 {
+            match start {
+                BspStart::Long64 { entry, zero_page } => {
+                    regs::setup_long_mode(&fd, &mem, entry, zero_page)?
+                }
+                BspStart::Pvh { entry, start_info } => {
+                    regs::setup_pvh(&fd, &mem, entry, start_info)?
+                }
+                BspStart::ResetVector => {}
+            }
+        }
+        vcpus.push(Vcpu::new(
+            id,
+            fd,
+            io_bus.clone(),
+            mmio_bus.clone(),
+            exit.clone(),
+        ));
+    }
+
+    Ok(Vmm {
+        vcpus,
+        console,
+        console_waker,
+        console_in: cfg.console_in,
+        outputs,
+        exit,
+        _vm: vm,
+        _kvm: kvm,
+        _mem: mem,
+    })
+}
+
+/// Loads a Linux kernel with its initrd and command line, the ACPI tables and the boot
+/// parameters for the kernel's entry protocol.
+fn load_linux(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    vcpus: u8,
+    kernel: &std::path::Path,
+    initrd: Option<&std::path::Path>,
+    cmdline: &str,
+) -> Result<BspStart, VmmError> {
+    let k = load_kernel(mem, kernel)?;
+    let rd = initrd
+        .map(|p| load_initrd(mem, p, &k, ram.low_end()))
+        .transpose()?;
+    load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline, k.cmdline_max)?;
+    let rsdp = acpi::write(
+        mem,
+        &acpi::AcpiConfig {
+            vcpus,
+            virtio_mmio: &[],
+        },
+    )?;
+    let e820 = ram.e820();
+    let info = bootparams::BootInfo {
+        cmdline_len: cmdline.len(),
+        initrd: rd,
+        e820: &e820,
+        rsdp,
+    };
+    Ok(match k.entry {
+        EntryPoint::Long64(entry) => BspStart::Long64 {
+            entry,
+            zero_page: bootparams::write_zero_page(mem, k.setup_header, &info)?,
+        },
+        EntryPoint::Pvh(entry) => BspStart::Pvh {
+            entry,
+            start_info: bootparams::write_pvh_start_info(mem, &info)?,
+        },
+    })
+}
+
+fn open_output(
+    flag: &'static str,
+    target: &OutputTarget,
+    outputs: &mut Vec<OutputSink>,
+) -> Result<OutputSink, VmmError> {
+    let host = |source| VmmError::Host {
+        what: "output thread",
+        source,
+    };
+    let sink = match target {
+        OutputTarget::None => return Ok(OutputSink::discard()),
+        OutputTarget::Stdout => {
+            OutputSink::spawn("stdout", std::io::stdout(), DEFAULT_CAPACITY).map_err(host)?
+        }
+        OutputTarget::File(path) => {
+            let f = File::create(path).map_err(|source| VmmError::Output {
+                flag,
+                path: path.clone(),
+                source,
+            })?;
+            OutputSink::spawn(flag.trim_start_matches('-'), f, DEFAULT_CAPACITY).map_err(host)?
+        }
+    };
+    outputs.push(sink.clone());
+    Ok(sink)
+}
+
+fn serial_device(
+    vm: &VmFd,
+    name: &'static str,
+    port: &SerialPortInfo,
+    waker: InputWaker,
+    out: OutputSink,
+) -> Result<SerialDevice, VmmError> {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::Host {
+        what: "serial irq eventfd",
+        source,
+    })?;
+    vm.register_irqfd(&irq, port.irq)
+        .map_err(kvm_err("register a serial irqfd"))?;
+    Ok(SerialDevice::new(name, irq, waker, out))
+}
