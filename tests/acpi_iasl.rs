@@ -7,7 +7,11 @@ use std::process::Command;
 use micro_vmm::boot::acpi::{AcpiConfig, MmioDeviceInfo, build};
 
 fn disassemble_all(vcpus: u8, mmio: &[MmioDeviceInfo]) {
-    let dir = std::env::temp_dir().join(format!("mvmm-iasl-{}-{vcpus}-{}", std::process::id(), mmio.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "mvmm-iasl-{}-{vcpus}-{}",
+        std::process::id(),
+        mmio.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let tables = build(&AcpiConfig {
         vcpus,
@@ -37,7 +41,9 @@ fn disassemble_all(vcpus: u8, mmio: &[MmioDeviceInfo]) {
         );
         let dsl = std::fs::read_to_string(dir.join(format!("{sig}.dsl"))).unwrap();
         if sig == "dsdt" {
-            for want in ["PNP0501", "QEMU0001", "ACPI0007", "_S5_", "COM1", "COM2", "PEVT"] {
+            for want in [
+                "PNP0501", "QEMU0001", "ACPI0007", "_S5_", "COM1", "COM2", "PEVT",
+            ] {
                 assert!(dsl.contains(want), "DSDT lacks {want}:\n{dsl}");
             }
             if !mmio.is_empty() {
@@ -46,7 +52,8 @@ fn disassemble_all(vcpus: u8, mmio: &[MmioDeviceInfo]) {
         }
         if sig == "apic" {
             assert_eq!(
-                dsl.matches("Subtable Type : 00 [Processor Local APIC]").count(),
+                dsl.matches("Subtable Type : 00 [Processor Local APIC]")
+                    .count(),
                 usize::from(vcpus),
                 "{dsl}"
             );

@@ -25,7 +25,9 @@ fn guest_finds_valid_tables_with_the_right_cpu_count() {
         }
         assert!(o.has_line("ACPI DONE"), "{o:?}");
         assert!(
-            o.has_line(&format!("MADT lapics={cpus} ioapics=1 lapic_addr=0xfee00000")),
+            o.has_line(&format!(
+                "MADT lapics={cpus} ioapics=1 lapic_addr=0xfee00000"
+            )),
             "{o:?}"
         );
         assert!(
@@ -46,7 +48,10 @@ fn guest_finds_valid_tables_with_the_right_cpu_count() {
 fn pvh_guest_finds_the_rsdp_too() {
     let o = probe("probe-pvh.elf", "probe=acpi", &["--cpus", "2"]);
     assert_eq!(o.code, Some(0), "{o:?}");
-    assert!(o.has_line("MADT lapics=2 ioapics=1 lapic_addr=0xfee00000"), "{o:?}");
+    assert!(
+        o.has_line("MADT lapics=2 ioapics=1 lapic_addr=0xfee00000"),
+        "{o:?}"
+    );
 }
 
 #[test]

@@ -7,7 +7,10 @@ use common::{guest, run};
 fn assert_rejected(args: &[&str], code: i32, needle: &str) {
     let o = run(args);
     assert_eq!(o.code, Some(code), "{args:?}: {o:?}");
-    assert!(o.stderr.contains(needle), "{args:?}: expected {needle:?} in {o:?}");
+    assert!(
+        o.stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {o:?}"
+    );
     assert!(!o.stderr.contains("panicked"), "{o:?}");
 }
 
@@ -19,17 +22,33 @@ fn temp(name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn missing_and_garbage_kernels() {
-    assert_rejected(&["run", "--kernel", "/nonexistent/bzImage"], 35, "No such file");
+    assert_rejected(
+        &["run", "--kernel", "/nonexistent/bzImage"],
+        35,
+        "No such file",
+    );
     let junk = temp("junk", &[0x90; 8192]);
-    assert_rejected(&["run", "--kernel", &junk], 35, "neither a bzImage nor an ELF");
+    assert_rejected(
+        &["run", "--kernel", &junk],
+        35,
+        "neither a bzImage nor an ELF",
+    );
     let empty = temp("empty", b"");
-    assert_rejected(&["run", "--kernel", &empty], 35, "neither a bzImage nor an ELF");
+    assert_rejected(
+        &["run", "--kernel", &empty],
+        35,
+        "neither a bzImage nor an ELF",
+    );
     let mut elf = b"\x7fELF".to_vec();
     elf.resize(100, 0xff);
     let bad_elf = temp("elf", &elf);
     assert_rejected(&["run", "--kernel", &bad_elf], 35, "cannot load kernel");
     let dir = std::env::temp_dir();
-    assert_rejected(&["run", "--kernel", dir.to_str().unwrap()], 35, "not a regular file");
+    assert_rejected(
+        &["run", "--kernel", dir.to_str().unwrap()],
+        35,
+        "not a regular file",
+    );
     let bad_fw = temp("fw", b"");
     assert_rejected(&["run", "--bios", &bad_fw], 35, "firmware");
 }
@@ -41,7 +60,15 @@ fn initrd_larger_than_memory() {
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(64 << 20).unwrap();
     assert_rejected(
-        &["run", "--kernel", &g, "--initrd", big.to_str().unwrap(), "--mem", "32"],
+        &[
+            "run",
+            "--kernel",
+            &g,
+            "--initrd",
+            big.to_str().unwrap(),
+            "--mem",
+            "32",
+        ],
         35,
         "does not fit in guest memory",
     );
@@ -54,20 +81,40 @@ fn bad_numbers_and_flags() {
     assert_rejected(&["run", "--kernel", &g, "--cpus", "0"], 35, "--cpus 0");
     assert_rejected(&["run", "--kernel", &g, "--cpus", "255"], 35, "--cpus 255");
     assert_rejected(&["run", "--kernel", &g, "--mem", "0"], 35, "--mem 0");
-    assert_rejected(&["run", "--kernel", &g, "--mem", "abc"], 35, "invalid value");
-    assert_rejected(&["run", "--kernel", &g, "--serial", "tcp:1"], 35, "--serial");
+    assert_rejected(
+        &["run", "--kernel", &g, "--mem", "abc"],
+        35,
+        "invalid value",
+    );
+    assert_rejected(
+        &["run", "--kernel", &g, "--serial", "tcp:1"],
+        35,
+        "--serial",
+    );
     assert_rejected(&["run", "--kernel", &g, "--frobnicate"], 35, "--frobnicate");
     assert_rejected(&["run"], 35, "give either --kernel or --bios");
     assert_rejected(&["bogus-command"], 35, "bogus-command");
     let long = "x".repeat(5000);
-    assert_rejected(&["run", "--kernel", &g, "--cmdline", &long], 35, "command line");
+    assert_rejected(
+        &["run", "--kernel", &g, "--cmdline", &long],
+        35,
+        "command line",
+    );
 }
 
 #[test]
 fn more_vcpus_than_kvm_allows() {
     let g = guest("probe-elf64.elf");
     // 254 passes configuration; this host's KVM allows fewer (NR_VCPUS).
-    let o = run(&["run", "--kernel", &g, "--cpus", "254", "--console-in", "none"]);
+    let o = run(&[
+        "run",
+        "--kernel",
+        &g,
+        "--cpus",
+        "254",
+        "--console-in",
+        "none",
+    ]);
     if o.code == Some(0) {
         eprintln!("this KVM runs 254 vCPUs; nothing to reject");
         return;
@@ -80,7 +127,13 @@ fn more_vcpus_than_kvm_allows() {
 fn unwritable_output_file() {
     let g = guest("probe-elf64.elf");
     assert_rejected(
-        &["run", "--kernel", &g, "--serial", "file:/nonexistent/dir/out"],
+        &[
+            "run",
+            "--kernel",
+            &g,
+            "--serial",
+            "file:/nonexistent/dir/out",
+        ],
         35,
         "cannot open --serial output",
     );

@@ -36,10 +36,10 @@ fn parse(o: &common::Outcome) -> Seen {
     }
 }
 
-fn initrd_file(len: usize) -> (std::path::PathBuf, u64) {
+fn initrd_file(tag: &str, len: usize) -> (std::path::PathBuf, u64) {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
     let sum = data.iter().fold(0u32, |a, b| a.wrapping_add(u32::from(*b)));
-    let p = std::env::temp_dir().join(format!("mvmm-initrd-{}-{len}", std::process::id()));
+    let p = std::env::temp_dir().join(format!("mvmm-initrd-{}-{tag}", std::process::id()));
     std::fs::write(&p, data).unwrap();
     (p, u64::from(sum))
 }
@@ -59,7 +59,7 @@ fn expected_e820(mem: u64) -> Vec<(u64, u64, u32)> {
 }
 
 fn check(guest: &str, entry: &str) {
-    let (rd, sum) = initrd_file(12345);
+    let (rd, sum) = initrd_file(entry, 12345);
     let cmdline = format!("probe=bootinfo exit=poweroff marker={entry} a.b=c");
     let o = probe(
         guest,

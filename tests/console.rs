@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 fn stdin_reaches_the_guest_and_its_answer_comes_back() {
     let g = guest("probe-elf64.elf");
     let o = run_with_input(
-        &["run", "--kernel", &g, "--cmdline", "probe=echo exit=poweroff"],
+        &[
+            "run",
+            "--kernel",
+            &g,
+            "--cmdline",
+            "probe=echo exit=poweroff",
+        ],
         b"hello guest\nsecond line\nquit\n",
     );
     assert_eq!(o.code, Some(0), "{o:?}");
@@ -30,14 +36,26 @@ fn log_port_goes_to_log_and_serial_to_file() {
     let log_arg = format!("file:{}", log.display());
     let serial_arg = format!("file:{}", serial.display());
     let o = run(&[
-        "run", "--kernel", &g, "--cmdline", "probe=log exit=poweroff", "--console-in", "none",
-        "--log", &log_arg, "--serial", &serial_arg,
+        "run",
+        "--kernel",
+        &g,
+        "--cmdline",
+        "probe=log exit=poweroff",
+        "--console-in",
+        "none",
+        "--log",
+        &log_arg,
+        "--serial",
+        &serial_arg,
     ]);
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.stdout.is_empty(), "serial went to the file: {o:?}");
     let serial_text = std::fs::read_to_string(&serial).unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(serial_text.contains("PROBE-UP entry=elf64"), "{serial_text}");
+    assert!(
+        serial_text.contains("PROBE-UP entry=elf64"),
+        "{serial_text}"
+    );
     assert!(log_text.contains("LOG hello from ttyS1"), "{log_text}");
     assert!(!serial_text.contains("LOG hello"), "{serial_text}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -92,5 +110,8 @@ fn an_input_flood_does_not_grow_memory() {
     let sent = feeder.join().unwrap();
     assert_eq!(o.code, Some(143), "{o:?}");
     assert!(sent < 4 << 20, "micro-vmm swallowed {sent} bytes of input");
-    assert!(after < before + 1024, "RSS grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
 }

@@ -14,7 +14,11 @@ fn acpi_poweroff_is_0() {
     let o = exit_with("poweroff");
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.has_line("PROBE-EXIT poweroff"), "{o:?}");
-    assert!(o.stderr.contains("guest powered off (ACPI S5); exit code 0"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("guest powered off (ACPI S5); exit code 0"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -70,7 +74,15 @@ fn unclaimed_ports_and_mmio_read_as_ones_and_the_vm_goes_on() {
 fn stop_with_signal(sig: i32, expected: i32) {
     let g = guest("probe-elf64.elf");
     let child = spawn(
-        &["run", "--kernel", &g, "--cmdline", "exit=halt", "--console-in", "none"],
+        &[
+            "run",
+            "--kernel",
+            &g,
+            "--cmdline",
+            "exit=halt",
+            "--console-in",
+            "none",
+        ],
         false,
     );
     let pid = child.id() as i32;
@@ -81,7 +93,10 @@ fn stop_with_signal(sig: i32, expected: i32) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     let o = waiter.join().unwrap();
     assert_eq!(o.code, Some(expected), "{o:?}");
-    assert!(o.has_line("PROBE-EXIT halt"), "output before the signal is kept: {o:?}");
+    assert!(
+        o.has_line("PROBE-EXIT halt"),
+        "output before the signal is kept: {o:?}"
+    );
     assert!(o.stderr.contains("stopped by signal"), "{o:?}");
 }
 

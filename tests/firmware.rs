@@ -17,7 +17,17 @@ fn firmware_runs_from_the_reset_vector_and_powers_off() {
 #[test]
 fn firmware_with_more_memory_and_cpus() {
     let fw = guest("firmware.bin");
-    let o = run(&["run", "--bios", &fw, "--console-in", "none", "--mem", "4096", "--cpus", "2"]);
+    let o = run(&[
+        "run",
+        "--bios",
+        &fw,
+        "--console-in",
+        "none",
+        "--mem",
+        "4096",
+        "--cpus",
+        "2",
+    ]);
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.has_line("FIRMWARE-LOW ok"), "{o:?}");
 }

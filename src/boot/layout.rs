@@ -190,7 +190,7 @@ mod tests {
                 w[1]
             );
         }
-        assert!(PD_START + PD_COUNT * 0x1000 <= CMDLINE_START);
-        assert!(KVM_TSS_START + 3 * 0x1000 <= MMIO_HOLE_END - FIRMWARE_MAX_SIZE);
+        const { assert!(PD_START + PD_COUNT * 0x1000 <= CMDLINE_START) };
+        const { assert!(KVM_TSS_START + 3 * 0x1000 <= MMIO_HOLE_END - FIRMWARE_MAX_SIZE) };
     }
 }

@@ -109,7 +109,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
         } else {
             255
         };
-        let initrd_addr_max = match { hdr.initrd_addr_max } {
+        let initrd_addr_max = hdr.initrd_addr_max;
+        let initrd_addr_max = match initrd_addr_max {
             0 => DEFAULT_INITRD_ADDR_MAX,
             v => u64::from(v),
         };

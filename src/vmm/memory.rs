@@ -11,7 +11,9 @@ pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
 /// Maps `ranges` (`(start, size)`) of guest memory.
 pub fn create(ranges: &[(u64, u64)]) -> Result<GuestMemoryMmap, VmmError> {
     let mut r = Vec::with_capacity(ranges.len());
-    for &(start, size) in ranges {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    for (start, size) in sorted {
         let size = usize::try_from(size).map_err(|_| VmmError::Memory(format!("{size} bytes")))?;
         r.push((GuestAddress(start), size));
     }

@@ -51,7 +51,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().map(|l| l.trim_end_matches('\r')).collect()
+        self.stdout
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .collect()
     }
 
     /// The lines that start with `prefix`.
@@ -82,7 +85,11 @@ impl std::fmt::Debug for Outcome {
 pub fn spawn(args: &[&str], with_stdin: bool) -> Child {
     Command::new(bin())
         .args(args)
-        .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
+        .stdin(if with_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -153,7 +160,15 @@ pub fn run_with_input(args: &[&str], input: &[u8]) -> Outcome {
 /// `micro-vmm run --kernel GUEST --cmdline CMDLINE --console-in none` plus `extra`.
 pub fn probe(guest_file: &str, cmdline: &str, extra: &[&str]) -> Outcome {
     let g = guest(guest_file);
-    let mut args = vec!["run", "--kernel", &g, "--cmdline", cmdline, "--console-in", "none"];
+    let mut args = vec![
+        "run",
+        "--kernel",
+        &g,
+        "--cmdline",
+        cmdline,
+        "--console-in",
+        "none",
+    ];
     args.extend_from_slice(extra);
     run(&args)
 }

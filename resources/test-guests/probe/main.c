@@ -1,6 +1,7 @@
 /* main.c — entry point of the probe guest's C part: prints PROBE-UP, runs the
  * `probe=<name>` tokens of the command line in order, then the last
- * `exit=<action>` (default poweroff). Also implements `probe=echo`. */
+ * `exit=<action>` (default poweroff). Also implements `probe=echo` and
+ * `probe=log` (a line to COM2, the log port). */
 #include "probe.h"
 
 static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
@@ -65,7 +66,10 @@ static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 		probe_smp(bi);
 	else if (token_is(name, n, "echo"))
 		probe_echo();
-	else {
+	else if (token_is(name, n, "log")) {
+		log_put_str("LOG hello from ttyS1\n");
+		put_str("LOG sent\n");
+	} else {
 		put_str("PROBE-ERROR unknown probe ");
 		put_strn(name, n);
 		put_nl();

@@ -48,6 +48,7 @@ void put_strn(const char *s, size_t n);
 void put_hex(uint64_t v);      /* "0x" + lowercase hex, no leading zeros */
 void put_dec(uint64_t v);
 void put_nl(void);
+void log_put_str(const char *s); /* to COM2 (0x2f8), the log port */
 int serial_getc(void);         /* blocks until a byte arrives */
 
 /* ---- bootinfo.c: what the loader handed us ---- */

@@ -17,6 +17,17 @@ void serial_putc(char c)
 	outb(COM1, (uint8_t)c);
 }
 
+/* COM2 (0x2f8): the log port, ttyS1. */
+void log_put_str(const char *s)
+{
+	for (; *s; s++) {
+		for (int i = 0; i < 100000; i++)
+			if (inb(0x2f8 + 5) & LSR_THRE)
+				break;
+		outb(0x2f8, (uint8_t)*s);
+	}
+}
+
 void put_str(const char *s)
 {
 	while (*s)
