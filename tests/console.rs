@@ -115,3 +115,118 @@ fn an_input_flood_does_not_grow_memory() {
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+#[test]
+fn a_reader_that_never_reads_does_not_stall_the_guest() {
+    // 100 KB of guest output into a pipe nobody reads (it holds 64 KB): the guest still runs
+    // to its power-off, and micro-vmm exits, saying the reader stalled.
+    let g = guest("probe-elf64.elf");
+    let mut child = spawn(
+        &[
+            "run",
+            "--kernel",
+            &g,
+            "--cmdline",
+            "probe=flood exit=poweroff",
+            "--console-in",
+            "none",
+        ],
+        false,
+    );
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < common::TIMEOUT,
+            "micro-vmm hung on a stalled reader"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = err.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("guest powered off"), "{stderr}");
+    assert!(stderr.contains("output reader stalled"), "{stderr}");
+}
+
+/// Opens a pseudo-terminal pair; returns (controller, terminal) fds.
+fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut c, mut t) = (0, 0);
+    // SAFETY: the out-pointers are valid; name, termios and winsize may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut c,
+            &mut t,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both fds were just created by openpty and are owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(c),
+            std::os::fd::OwnedFd::from_raw_fd(t),
+        )
+    }
+}
+
+fn termios_of(fd: &std::os::fd::OwnedFd) -> libc::termios {
+    use std::os::fd::AsRawFd;
+    // SAFETY: termios is plain data filled in by tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios to write to.
+    assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+#[test]
+fn a_terminal_on_stdin_is_raw_while_running_and_restored_after() {
+    use std::process::{Command, Stdio};
+    let (_controller, term) = openpty();
+    let before = termios_of(&term);
+    assert_ne!(
+        before.c_lflag & libc::ICANON,
+        0,
+        "a new pty starts in canonical mode"
+    );
+    let g = guest("probe-elf64.elf");
+    for cmdline in ["exit=halt", "exit=poweroff"] {
+        let mut child = Command::new(common::bin())
+            .args(["run", "--kernel", &g, "--cmdline", cmdline])
+            .stdin(Stdio::from(term.try_clone().unwrap()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if cmdline == "exit=halt" {
+            // While the VM runs, the terminal is raw (no line editing, no signals).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while termios_of(&term).c_lflag & libc::ICANON != 0 {
+                assert!(Instant::now() < deadline, "terminal never went raw");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(termios_of(&term).c_lflag & libc::ISIG, 0);
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let st = child.wait().unwrap();
+        assert!(matches!(st.code(), Some(0) | Some(143)), "{st}");
+        let after = termios_of(&term);
+        assert_eq!(
+            after.c_lflag, before.c_lflag,
+            "terminal restored after {cmdline}"
+        );
+        assert_eq!(after.c_iflag, before.c_iflag);
+        assert_eq!(after.c_oflag, before.c_oflag);
+    }
+}

@@ -1,7 +1,7 @@
 /* main.c — entry point of the probe guest's C part: prints PROBE-UP, runs the
  * `probe=<name>` tokens of the command line in order, then the last
  * `exit=<action>` (default poweroff). Also implements `probe=echo` and
- * `probe=log` (a line to COM2, the log port). */
+ * `probe=log` (a line to COM2, the log port) and `probe=flood` (100 KB of output). */
 #include "probe.h"
 
 static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
@@ -66,7 +66,15 @@ static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 		probe_smp(bi);
 	else if (token_is(name, n, "echo"))
 		probe_echo();
-	else if (token_is(name, n, "log")) {
+	else if (token_is(name, n, "flood")) {
+		/* 1000 lines of 100 bytes: 100 KB, more than a pipe holds. */
+		for (int i = 0; i < 1000; i++) {
+			put_str("FLOOD ");
+			put_dec((uint64_t)i + 10000);
+			put_str(" 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef12\n");
+		}
+		put_str("FLOOD DONE\n");
+	} else if (token_is(name, n, "log")) {
 		log_put_str("LOG hello from ttyS1\n");
 		put_str("LOG sent\n");
 	} else {
