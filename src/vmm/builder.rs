@@ -64,6 +64,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
             max,
         });
     }
+    warn_if_emulated();
     let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
 
     // 2. Guest memory (plus the firmware window for --bios).
@@ -215,6 +216,25 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         _kvm: kvm,
         _mem: mem,
     })
+}
+
+/// Says once, clearly, when /dev/kvm is not backed by VMX/SVM (for example `kvm_pvm`, as on
+/// this project's build machines): guest code then runs through KVM's instruction emulator.
+fn warn_if_emulated() {
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return;
+    };
+    let hardware = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !hardware {
+        log::warn!(
+            "/dev/kvm is not backed by VMX/SVM (no vmx/svm CPU flag; e.g. kvm_pvm): guest code \
+             is emulated, about 2000x slower, and some instructions end the VM (exit 33); \
+             Linux kernels cannot boot here"
+        );
+    }
 }
 
 /// Loads a Linux kernel with its initrd and command line, the ACPI tables and the boot
