@@ -29,7 +29,11 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 
 /// ACPI tables live in the BIOS area below 1 MiB, where Linux also scans for the RSDP.
 pub const ACPI_START: u64 = 0xe_0000;
-pub const ACPI_END: u64 = 0x10_0000;
+/// The ACPI tables end before the real-mode reset vector.
+pub const ACPI_END: u64 = RESET_VECTOR;
+/// `f000:fff0`: where a real-mode jump to the BIOS reset entry lands (Linux's last-resort
+/// reboot path); micro-vmm puts a small stub there (see `boot::reset_vector`).
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 
 /// The 32-bit MMIO hole: no RAM from here to 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
@@ -180,6 +184,7 @@ mod tests {
             (PD_START, PD_COUNT * 0x1000),
             (CMDLINE_START, CMDLINE_MAX_SIZE as u64),
             (ACPI_START, ACPI_END - ACPI_START),
+            (RESET_VECTOR, HIMEM_START - RESET_VECTOR),
         ];
         regions.sort();
         for w in regions.windows(2) {

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod loader;
 pub mod msrs;
 pub mod regs;
+pub mod reset_vector;
 
 use std::path::PathBuf;
 

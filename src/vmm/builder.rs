@@ -16,7 +16,7 @@ use super::{Vmm, VmmError, signals};
 use crate::api::{BootSource, OutputTarget, VmConfig};
 use crate::boot::layout::{CMDLINE_START, KVM_IDENTITY_MAP_START, KVM_TSS_START, RamLayout};
 use crate::boot::loader::{EntryPoint, load_cmdline, load_initrd, load_kernel};
-use crate::boot::{acpi, bootparams, cpuid, firmware, msrs, regs};
+use crate::boot::{acpi, bootparams, cpuid, firmware, msrs, regs, reset_vector};
 use crate::devices::GuestEventSink;
 use crate::devices::acpi_power::{RESET_PORT, ResetRegister, SLEEP_CONTROL_PORT, SleepRegisters};
 use crate::devices::bus::Bus;
@@ -252,6 +252,7 @@ fn load_linux(
         .map(|p| load_initrd(mem, p, &k, ram.low_end()))
         .transpose()?;
     load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline, k.cmdline_max)?;
+    reset_vector::write(mem)?;
     let rsdp = acpi::write(
         mem,
         &acpi::AcpiConfig {

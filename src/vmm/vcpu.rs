@@ -91,6 +91,16 @@ impl Vcpu {
             }
         }
         KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
+        if log::log_enabled!(log::Level::Debug)
+            && let Ok(r) = self.fd.get_regs()
+        {
+            log::debug!(
+                "vcpu{}: stopped at rip {:#x} rsp {:#x}",
+                self.id,
+                r.rip,
+                r.rsp
+            );
+        }
     }
 
     fn run_once(&mut self) -> Step {
