@@ -64,32 +64,29 @@ impl Bus {
         (offset.checked_add(size as u64)? <= e.len).then_some((e, offset))
     }
 
-    /// Routes a read; returns false (and leaves `data` alone) when no device claims it.
-    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.find(addr, data.len()) {
+    /// Calls `f` with the device that claims `[addr, addr + size)` and the offset into it;
+    /// returns false when no device does.
+    fn dispatch(&self, addr: u64, size: usize, f: impl FnOnce(&mut dyn BusDevice, u64)) -> bool {
+        match self.find(addr, size) {
             Some((e, offset)) => {
-                e.dev
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .read(offset, data);
+                f(
+                    &mut *e.dev.lock().unwrap_or_else(PoisonError::into_inner),
+                    offset,
+                );
                 true
             }
             None => false,
         }
     }
 
+    /// Routes a read; returns false (and leaves `data` alone) when no device claims it.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.dispatch(addr, data.len(), |dev, offset| dev.read(offset, data))
+    }
+
     /// Routes a write; returns false when no device claims it.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        match self.find(addr, data.len()) {
-            Some((e, offset)) => {
-                e.dev
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .write(offset, data);
-                true
-            }
-            None => false,
-        }
+        self.dispatch(addr, data.len(), |dev, offset| dev.write(offset, data))
     }
 }
 

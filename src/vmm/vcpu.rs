@@ -140,7 +140,14 @@ impl Vcpu {
                 }
                 Step::Continue
             }
-            Ok(VcpuExit::Shutdown) => Step::Stop(VmExit::Reset(ResetCause::TripleFault)),
+            Ok(VcpuExit::Shutdown) => {
+                if log::log_enabled!(log::Level::Debug)
+                    && let Ok(r) = self.fd.get_regs()
+                {
+                    log::debug!("vcpu{id}: triple fault at rip {:#x}", r.rip);
+                }
+                Step::Stop(VmExit::Reset(ResetCause::TripleFault))
+            }
             Ok(VcpuExit::InternalError) => Step::InternalError,
             Ok(VcpuExit::FailEntry(reason, cpu)) => Step::Stop(VmExit::Crash(format!(
                 "vcpu{id}: KVM entry failed (hardware reason {reason:#x}, host cpu {cpu})"
