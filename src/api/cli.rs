@@ -87,6 +87,7 @@ impl TryFrom<RunArgs> for VmConfig {
             serial: OutputTarget::parse("--serial", &a.serial)?,
             log: OutputTarget::parse("--log", &a.log)?,
             console_in: InputSource::parse(&a.console_in)?,
+            disks: Vec::new(),
         })
     }
 }

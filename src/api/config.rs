@@ -100,6 +100,26 @@ impl InputSource {
     }
 }
 
+/// One partition of a composite disk: a host file exposed under a GPT label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionConfig {
+    pub label: String,
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+/// A disk the guest sees as a virtio-blk device (`/dev/vda`, `/dev/vdb`, ... in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskConfig {
+    /// A whole-disk image: raw, or a crosvm composite descriptor (recognised by its magic).
+    Image { path: PathBuf, writable: bool },
+    /// A composite GPT disk assembled from host files, without copying them.
+    Composite {
+        partitions: Vec<PartitionConfig>,
+        writable: bool,
+    },
+}
+
 /// A complete, validated description of one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -111,6 +131,8 @@ pub struct VmConfig {
     /// COM2 (ttyS1): the log port.
     pub log: OutputTarget,
     pub console_in: InputSource,
+    /// virtio-blk disks, in guest order.
+    pub disks: Vec<DiskConfig>,
 }
 
 impl VmConfig {

@@ -4,4 +4,6 @@
 pub mod cli;
 pub mod config;
 
-pub use config::{BootSource, ConfigError, InputSource, OutputTarget, VmConfig};
+pub use config::{
+    BootSource, ConfigError, DiskConfig, InputSource, OutputTarget, PartitionConfig, VmConfig,
+};
