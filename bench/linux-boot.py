@@ -89,7 +89,7 @@ def main():
         quoted = " ".join(a if a.startswith("$") else "'" + a + "'" for a in full)
         markers = " ".join("'" + m + "'" for m in MARKERS)
         lines.append(f'i=0; while [ $i -lt {args.runs} ]; do '
-                     f'echo "=== RUN {label}: $($L2/boot_timer {markers} -- {quoted})"; '
+                     f'echo "=== RUN {label}: $($L2/boot_timer {markers} -- timeout 120 {quoted})"; '
                      f'i=$((i + 1)); done')
     script = "chmod +x $L2/boot_timer\n" + "\n".join(lines) + "\n"
     if nested.hardware_kvm():

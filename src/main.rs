@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use micro_vmm::api::VmConfig;
-use micro_vmm::api::cli::{Cli, Command, RunArgs};
+use micro_vmm::api::cli::{self, Command, DiskCommand, RunArgs};
+use micro_vmm::disk;
 use micro_vmm::vmm::builder;
 use micro_vmm::vmm::exit::code;
 
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print and succeed; anything else is an argument error.
@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         }
     };
     let status = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
+        Command::Disk(cmd) => disk_tool(cmd),
     };
     ExitCode::from(status as u8)
 }
@@ -52,4 +53,25 @@ fn run(args: RunArgs) -> i32 {
     let exit = vmm.run();
     eprintln!("micro-vmm: {}", exit.describe());
     exit.exit_code()
+}
+
+fn disk_tool(cmd: DiskCommand) -> i32 {
+    let result = match cmd {
+        DiskCommand::Create { spec, out } => disk::tool::create(&spec, &out).map(|()| {
+            eprintln!("micro-vmm: wrote composite disk {}", out.display());
+        }),
+        DiskCommand::Inspect { image } => disk::tool::inspect(&image).map(|text| print!("{text}")),
+        DiskCommand::Flatten { input, output } => {
+            disk::tool::flatten(&input, &output).map(|bytes| {
+                eprintln!("micro-vmm: wrote {bytes} bytes to {}", output.display());
+            })
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            code::INVALID_ARGS
+        }
+    }
 }

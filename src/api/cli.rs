@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::config::{
-    BootSource, ConfigError, DEFAULT_CMDLINE, InputSource, OutputTarget, VmConfig,
-    validate_cmdline, validate_file, validate_mem, validate_vcpus,
+    BootSource, ConfigError, DEFAULT_CMDLINE, DiskConfig, InputSource, MAX_DISKS, OutputTarget,
+    VmConfig, validate_cmdline, validate_file, validate_mem, validate_vcpus,
 };
+use super::vmconfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,11 +24,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a kernel or a firmware image in a new VM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Create, inspect or flatten disk images.
+    #[command(subcommand)]
+    Disk(DiskCommand),
 }
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Write a composite disk (crosvm's format) from a JSON spec of partitions.
+    Create {
+        /// `{"partitions": [{"label": ..., "path": ..., "writable": false}, ...]}`
+        spec: PathBuf,
+        /// The composite descriptor to write (its header, footer and filler go beside it).
+        out: PathBuf,
+    },
+    /// Print a disk image's partition table (raw GPT images and composite disks).
+    Inspect { image: PathBuf },
+    /// Copy a disk image (composite or raw) into one raw image.
+    Flatten { input: PathBuf, output: PathBuf },
+}
+
+/// Default guest RAM when neither the flag nor a config file sets it.
+pub const DEFAULT_MEM_MIB: u64 = 256;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Android vmconfig JSON (kernel, initrd, params, bootloader, disks, memory_mib, ...);
+    /// flags given on the command line override it.
+    #[arg(long, value_name = "VM.json")]
+    pub config: Option<PathBuf>,
     /// Linux kernel: bzImage or ELF vmlinux (PVH entry used when present).
     #[arg(long, value_name = "PATH", conflicts_with = "bios")]
     pub kernel: Option<PathBuf>,
@@ -40,12 +66,19 @@ pub struct RunArgs {
     /// Kernel command line [default: "console=ttyS0 panic=-1"].
     #[arg(long, value_name = "STR")]
     pub cmdline: Option<String>,
-    /// Guest RAM in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    pub mem: u64,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub cpus: u64,
+    /// Guest RAM in MiB [default: 256].
+    #[arg(long, value_name = "MIB")]
+    pub mem: Option<u64>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u64>,
+    /// Read-only disk image (raw, or a crosvm composite descriptor); repeatable. Disks
+    /// appear as /dev/vda, /dev/vdb, ...: the config file's first, then these flags in order.
+    #[arg(long, value_name = "PATH")]
+    pub disk: Vec<PathBuf>,
+    /// Writable disk image; repeatable (ordered with --disk as given).
+    #[arg(long, value_name = "PATH")]
+    pub rwdisk: Vec<PathBuf>,
     /// Console (COM1, ttyS0) output: stdout, file:PATH or none.
     #[arg(long, value_name = "TARGET", default_value = "stdout")]
     pub serial: String,
@@ -55,19 +88,81 @@ pub struct RunArgs {
     /// Console input: stdin or none.
     #[arg(long, value_name = "SOURCE", default_value = "stdin")]
     pub console_in: String,
+    /// --disk and --rwdisk in command-line order (filled from the parsed matches).
+    #[arg(skip)]
+    pub ordered_disks: Vec<DiskConfig>,
+}
+
+/// Parses the command line, keeping --disk/--rwdisk in the order they were given.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Run(run), Some(("run", m))) = (&mut cli.command, matches.subcommand()) {
+        let mut disks: Vec<(usize, DiskConfig)> = Vec::new();
+        for (id, writable) in [("disk", false), ("rwdisk", true)] {
+            if let (Some(paths), Some(idx)) = (m.get_many::<PathBuf>(id), m.indices_of(id)) {
+                for (path, i) in paths.zip(idx) {
+                    disks.push((
+                        i,
+                        DiskConfig::Image {
+                            path: path.clone(),
+                            writable,
+                        },
+                    ));
+                }
+            }
+        }
+        disks.sort_by_key(|(i, _)| *i);
+        run.ordered_disks = disks.into_iter().map(|(_, d)| d).collect();
+    }
+    Ok(cli)
 }
 
 impl TryFrom<RunArgs> for VmConfig {
     type Error = ConfigError;
 
     fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
-        let boot = match (a.kernel, a.bios) {
-            (Some(kernel), None) => BootSource::Kernel {
-                kernel: validate_file("kernel", kernel)?,
-                initrd: a.initrd.map(|p| validate_file("initrd", p)).transpose()?,
-                cmdline: validate_cmdline(a.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE))?,
-            },
-            (None, Some(image)) => {
+        let file = match &a.config {
+            Some(path) => Some(vmconfig::load(path)?),
+            None => None,
+        };
+        let (file_boot, file_mem, file_vcpus, file_disks) = match file {
+            Some(f) => (f.boot, f.mem_mib, f.vcpus, f.disks),
+            None => (None, None, None, Vec::new()),
+        };
+        let boot = match (a.kernel, a.bios, file_boot) {
+            (Some(kernel), None, file) => {
+                // The file's initrd and params still apply unless overridden.
+                let (f_initrd, f_cmdline) = match file {
+                    Some(BootSource::Kernel {
+                        initrd, cmdline, ..
+                    }) => (initrd, Some(cmdline).filter(|c| !c.is_empty())),
+                    _ => (None, None),
+                };
+                BootSource::Kernel {
+                    kernel: validate_file("kernel", kernel)?,
+                    initrd: a
+                        .initrd
+                        .or(f_initrd)
+                        .map(|p| validate_file("initrd", p))
+                        .transpose()?,
+                    cmdline: validate_cmdline(
+                        a.cmdline
+                            .as_deref()
+                            .or(f_cmdline.as_deref())
+                            .unwrap_or(DEFAULT_CMDLINE),
+                    )?,
+                }
+            }
+            (None, Some(image), _) => {
                 if a.initrd.is_some() {
                     return Err(ConfigError::NotWithFirmware { flag: "--initrd" });
                 }
@@ -78,16 +173,53 @@ impl TryFrom<RunArgs> for VmConfig {
                     image: validate_file("firmware", image)?,
                 }
             }
+            (
+                None,
+                None,
+                Some(BootSource::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline,
+                }),
+            ) => BootSource::Kernel {
+                kernel: validate_file("kernel", kernel)?,
+                initrd: a
+                    .initrd
+                    .or(initrd)
+                    .map(|p| validate_file("initrd", p))
+                    .transpose()?,
+                // A config without "params" (like Android's microdroid.json) gets the default.
+                cmdline: validate_cmdline(a.cmdline.as_deref().unwrap_or(if cmdline.is_empty() {
+                    DEFAULT_CMDLINE
+                } else {
+                    &cmdline
+                }))?,
+            },
+            (None, None, Some(BootSource::Firmware { image })) => {
+                if a.initrd.is_some() || a.cmdline.is_some() {
+                    return Err(ConfigError::NotWithFirmware {
+                        flag: "--initrd/--cmdline",
+                    });
+                }
+                BootSource::Firmware {
+                    image: validate_file("bootloader", image)?,
+                }
+            }
             _ => return Err(ConfigError::NoBootSource),
         };
+        let mut disks = file_disks;
+        disks.extend(a.ordered_disks);
+        if disks.len() > MAX_DISKS {
+            return Err(ConfigError::TooManyDisks(disks.len()));
+        }
         Ok(VmConfig {
             boot,
-            mem_mib: validate_mem(a.mem)?,
-            vcpus: validate_vcpus(a.cpus)?,
+            mem_mib: validate_mem(a.mem.or(file_mem).unwrap_or(DEFAULT_MEM_MIB))?,
+            vcpus: validate_vcpus(a.cpus.or(file_vcpus.map(u64::from)).unwrap_or(1))?,
             serial: OutputTarget::parse("--serial", &a.serial)?,
             log: OutputTarget::parse("--log", &a.log)?,
             console_in: InputSource::parse(&a.console_in)?,
-            disks: Vec::new(),
+            disks,
         })
     }
 }
@@ -97,9 +229,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<VmConfig, String> {
-        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
-        VmConfig::try_from(run).map_err(|e| e.to_string())
+        let cli = parse_from(args).map_err(|e| e.to_string())?;
+        let Command::Run(run) = cli.command else {
+            return Err("not run".into());
+        };
+        VmConfig::try_from(*run).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -134,5 +268,36 @@ mod tests {
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--serial", "x"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", "/nonexistent"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn disks_keep_command_line_order() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let c = parse(&[
+            "micro-vmm",
+            "run",
+            "--kernel",
+            exe,
+            "--rwdisk",
+            "/a",
+            "--disk",
+            "/b",
+            "--rwdisk",
+            "/c",
+        ])
+        .unwrap();
+        let img = |p: &str, writable| DiskConfig::Image {
+            path: p.into(),
+            writable,
+        };
+        assert_eq!(
+            c.disks,
+            vec![img("/a", true), img("/b", false), img("/c", true)]
+        );
+        let too_many: Vec<String> = (0..=MAX_DISKS).map(|i| format!("--disk=/d{i}")).collect();
+        let mut args = vec!["micro-vmm", "run", "--kernel", exe];
+        args.extend(too_many.iter().map(String::as_str));
+        assert!(parse(&args).is_err());
     }
 }

@@ -10,6 +10,8 @@ pub const MIN_MEM_MIB: u64 = 16;
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 /// Largest vCPU count: APIC ids are 8-bit and the IOAPIC takes the id after the last CPU.
 pub const MAX_VCPUS: u8 = 254;
+/// Most virtio-blk disks: one virtio-mmio slot and one IOAPIC pin (5..=23) each.
+pub const MAX_DISKS: usize = 16;
 /// The command line used when `--cmdline` is not given.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 
@@ -33,6 +35,10 @@ pub enum ConfigError {
     NotWithFirmware { flag: &'static str },
     #[error("give either --kernel or --bios")]
     NoBootSource,
+    #[error("{0} disks; at most {MAX_DISKS} are supported")]
+    TooManyDisks(usize),
+    #[error(transparent)]
+    ConfigFile(#[from] super::vmconfig::VmConfigError),
     #[error("{what} {path:?}: {reason}")]
     BadFile {
         what: &'static str,

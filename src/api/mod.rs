@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod vmconfig;
 
 pub use config::{
     BootSource, ConfigError, DiskConfig, InputSource, OutputTarget, PartitionConfig, VmConfig,

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod i8042;
 pub mod pvpanic;
 pub mod serial;
+pub mod virtio;
 
 use std::sync::Arc;
 

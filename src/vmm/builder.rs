@@ -9,6 +9,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::event_loop::Subscriber;
 use super::exit::{ExitState, VmExit};
 use super::memory::{self, GuestMemoryMmap};
 use super::vcpu::Vcpu;
@@ -25,6 +26,10 @@ use crate::devices::pvpanic::{PVPANIC_PORT, PvPanic};
 use crate::devices::serial::device::InputWaker;
 use crate::devices::serial::output::{DEFAULT_CAPACITY, OutputSink};
 use crate::devices::serial::{COM1, COM2, SERIAL_PORT_LEN, SerialDevice, SerialPortInfo};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
+use kvm_ioctls::IoEventAddress;
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
     move |source| VmmError::Kvm { what, source }
@@ -98,7 +103,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
     })
     .map_err(kvm_err("create the PIT"))?;
 
-    // 4. The boot image and what it is told.
+    // 4. The boot image and what it is told (the DSDT describes the virtio devices).
+    let virtio_slots: Vec<acpi::MmioDeviceInfo> = (0..cfg.disks.len()).map(mmio::slot).collect();
     let start = match (&cfg.boot, &firmware_image) {
         (
             BootSource::Kernel {
@@ -107,7 +113,15 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
                 cmdline,
             },
             _,
-        ) => load_linux(&mem, &ram, cfg.vcpus, kernel, initrd.as_deref(), cmdline)?,
+        ) => load_linux(
+            &mem,
+            &ram,
+            cfg.vcpus,
+            &virtio_slots,
+            kernel,
+            initrd.as_deref(),
+            cmdline,
+        )?,
         (BootSource::Firmware { .. }, Some(img)) => {
             firmware::load_firmware(&mem, img)?;
             BspStart::ResetVector
@@ -170,7 +184,22 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         1,
     )?;
     let io_bus = Arc::new(io_bus);
-    let mmio_bus = Arc::new(Bus::new());
+    let mut mmio_bus = Bus::new();
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    for (i, (disk_cfg, slot)) in cfg.disks.iter().zip(&virtio_slots).enumerate() {
+        let name = format!("vd{}", (b'a' + i as u8) as char);
+        let backend =
+            crate::disk::open(disk_cfg).map_err(|source| VmmError::Disk { index: i, source })?;
+        let block = Arc::new(Mutex::new(Block::new(name, backend).map_err(|source| {
+            VmmError::Host {
+                what: "virtio-blk eventfd",
+                source,
+            }
+        })?));
+        add_virtio_device(&vm, &mem, &mut mmio_bus, block.clone(), slot)?;
+        subscribers.push(block);
+    }
+    let mmio_bus = Arc::new(mmio_bus);
 
     // 6. vCPUs: CPUID, MSRs and LAPIC for all; boot registers for the BSP only (the APs wait
     // for INIT/SIPI from the guest, as on hardware).
@@ -207,6 +236,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
 
     Ok(Vmm {
         vcpus,
+        devices: subscribers,
         console,
         console_waker,
         console_in: cfg.console_in,
@@ -243,6 +273,7 @@ fn load_linux(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     vcpus: u8,
+    virtio: &[acpi::MmioDeviceInfo],
     kernel: &std::path::Path,
     initrd: Option<&std::path::Path>,
     cmdline: &str,
@@ -257,7 +288,7 @@ fn load_linux(
         mem,
         &acpi::AcpiConfig {
             vcpus,
-            virtio_mmio: &[],
+            virtio_mmio: virtio,
         },
     )?;
     let e820 = ram.e820();
@@ -304,6 +335,39 @@ fn open_output(
     };
     outputs.push(sink.clone());
     Ok(sink)
+}
+
+/// Puts a virtio device behind a virtio-mmio transport at `slot`: the register window on the
+/// MMIO bus, an ioeventfd per queue on QueueNotify, an irqfd on the slot's GSI.
+fn add_virtio_device(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio_bus: &mut Bus,
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    slot: &acpi::MmioDeviceInfo,
+) -> Result<(), VmmError> {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::Host {
+        what: "virtio irq eventfd",
+        source,
+    })?;
+    vm.register_irqfd(&irq, slot.irq)
+        .map_err(kvm_err("register a virtio irqfd"))?;
+    {
+        let dev = device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (q, evt) in dev.queue_events().iter().enumerate() {
+            vm.register_ioevent(
+                evt,
+                &IoEventAddress::Mmio(slot.addr + mmio::QUEUE_NOTIFY_OFFSET),
+                q as u32,
+            )
+            .map_err(kvm_err("register a virtio ioeventfd"))?;
+        }
+    }
+    let transport = MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irq)));
+    mmio_bus.insert(Arc::new(Mutex::new(transport)), slot.addr, slot.len)?;
+    Ok(())
 }
 
 fn serial_device(

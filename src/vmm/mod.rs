@@ -2,6 +2,7 @@
 //! fixed order from a validated [`crate::api::VmConfig`]; [`Vmm::run`] runs it to its end.
 
 pub mod builder;
+pub mod event_loop;
 pub mod exit;
 pub mod memory;
 pub mod signals;
@@ -53,6 +54,11 @@ pub enum VmmError {
     Boot(#[from] BootError),
     #[error("device bus: {0}")]
     Bus(#[from] BusError),
+    #[error("disk {index}: {source}")]
+    Disk {
+        index: usize,
+        source: crate::disk::DiskError,
+    },
     #[error("cannot open {flag} output {path:?}: {source}")]
     Output {
         flag: &'static str,
@@ -70,7 +76,7 @@ impl VmmError {
     /// Errors caused by what the user passed (exit 35), as opposed to host failures (exit 1).
     pub fn is_invalid_argument(&self) -> bool {
         match self {
-            VmmError::TooManyVcpus { .. } | VmmError::Output { .. } => true,
+            VmmError::TooManyVcpus { .. } | VmmError::Output { .. } | VmmError::Disk { .. } => true,
             VmmError::Boot(b) => matches!(
                 b,
                 BootError::Open { .. }
@@ -91,6 +97,8 @@ impl VmmError {
 pub struct Vmm {
     // Field order is drop order: vCPUs go before the VM and memory they use.
     vcpus: Vec<Vcpu>,
+    /// Virtio devices, served by the device thread.
+    devices: Vec<event_loop::Subscriber>,
     console: Arc<std::sync::Mutex<SerialDevice>>,
     console_waker: InputWaker,
     console_in: InputSource,
@@ -106,6 +114,7 @@ impl Vmm {
     pub fn run(self) -> VmExit {
         let Vmm {
             vcpus,
+            devices,
             console,
             console_waker,
             console_in,
@@ -136,6 +145,15 @@ impl Vmm {
             InputSource::None => None,
         };
 
+        let event_loop = if devices.is_empty() {
+            None
+        } else {
+            match event_loop::EventLoop::start(devices) {
+                Ok(l) => Some(l),
+                Err(e) => return VmExit::HostError(format!("device thread: {e}")),
+            }
+        };
+
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
         for v in vcpus {
             let name = format!("vcpu{}", v.id);
@@ -157,6 +175,9 @@ impl Vmm {
             .reason()
             .unwrap_or_else(|| VmExit::HostError("stopped without a reason".into()));
         stop_vcpus(&exit, threads);
+        if let Some(l) = event_loop {
+            l.stop();
+        }
         for out in &outputs {
             if !out.finish(OUTPUT_DRAIN_TIMEOUT) {
                 log::warn!("output reader stalled; unwritten output dropped");

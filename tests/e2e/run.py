@@ -9,6 +9,8 @@ a closing line "e2e: N passed, N failed"; exits non-zero when any scenario faile
 """
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import sys
@@ -44,14 +46,17 @@ scenario() {  # NAME TIMEOUT FEED ARGS...: run micro-vmm, print its rc and outpu
     sed "s/^/[$name:out] /" "$out"
     sed "s/^/[$name:err] /" "$err"
     [ -f "$lg" ] && sed "s/^/[$name:log] /" "$lg"
+    if [ -n "$POST" ]; then ( eval "$POST" ) 2>&1 | sed "s/^/[$name:post] /"; fi
+    POST=
     true
 }
 """
 
 
 class Scenario:
-    def __init__(self, name, args, check, feed="", timeout=90):
+    def __init__(self, name, args, check, feed="", timeout=90, post=""):
         self.name, self.args, self.check, self.feed, self.timeout = name, args, check, feed, timeout
+        self.post = post
 
     def shell(self):
         def q(s):
@@ -59,13 +64,15 @@ class Scenario:
         def arg(a):
             # Arguments naming $L2/$TMP paths are expanded by the shell; nothing else is.
             return '"' + a + '"' if "$" in a and all(c not in a for c in '"`\\') else q(a)
-        return (f"scenario {self.name} {self.timeout} {q(self.feed)} "
+        post = f"POST={q(self.post)}; " if self.post else ""
+        return (post + f"scenario {self.name} {self.timeout} {q(self.feed)} "
                 + " ".join(arg(a) for a in self.args))
 
 
 class Result:
-    def __init__(self, name, rc, secs, out, err, logf):
+    def __init__(self, name, rc, secs, out, err, logf, post):
         self.name, self.rc, self.secs, self.out, self.err, self.log = name, rc, secs, out, err, logf
+        self.post = post
 
     def lines(self, prefix):
         return [l[len(prefix):].strip() for l in self.out if l.startswith(prefix)]
@@ -78,12 +85,12 @@ def parse(text, names):
         if not m:
             continue
         tagged = {}
-        for kind in ("out", "err", "log"):
+        for kind in ("out", "err", "log", "post"):
             tag = f"[{name}:{kind}] "
             tagged[kind] = [l[len(tag):].rstrip("\r") for l in text.splitlines()
                             if l.startswith(tag)]
         results[name] = Result(name, int(m.group(1)), float(m.group(3)) - float(m.group(2)),
-                               tagged["out"], tagged["err"], tagged["log"])
+                               tagged["out"], tagged["err"], tagged["log"], tagged["post"])
     return results
 
 
@@ -92,8 +99,85 @@ def expect(cond, what):
         raise AssertionError(what)
 
 
+# Files for the disk scenario: (name, content, writable), laid out as a composite disk.
+PARTS = [
+    ("ro-odd", bytes((i * 7 + 1) % 256 for i in range(10000)), False),
+    ("ro-empty", b"", False),
+    ("rw-part", bytes((i * 3) % 256 for i in range(8192)), True),
+    ("ro-odd2", bytes((i * 11 + 5) % 256 for i in range(12293)), False),
+]
+RAW_RW = bytes(1 << 20)
+RAW_RO = bytes((i * 13) % 256 for i in range(64 * 1024))
+
+
+def disk_files():
+    """The disk scenario's files for $L2, and its vmconfig JSON (paths relative to it)."""
+    files = {f"part-{label}.bin": data for label, data, _ in PARTS}
+    files["raw-rw.img"] = RAW_RW
+    files["raw-ro.img"] = RAW_RO
+    vm = {
+        "name": "e2e-disks",
+        "kernel": "bzImage",
+        "initrd": "initrd.gz",
+        "params": f"{CMDLINE} mvmm.test=disks",
+        "memory_mib": 256,
+        "platform_version": "~1.0",
+        "disks": [
+            {"partitions": [{"label": l, "path": f"part-{l}.bin", "writable": w}
+                            for l, _, w in PARTS], "writable": True},
+            {"image": "raw-rw.img", "writable": True},
+            {"image": "raw-ro.img", "writable": False},
+        ],
+    }
+    files["vm-disks.json"] = json.dumps(vm, indent=1).encode()
+    return files
+
+
+def md5_padded(data, sectors):
+    return hashlib.md5(data + bytes(sectors * 512 - len(data))).hexdigest()
+
+
 def scenarios():
     out = []
+
+    def disks_check(r):
+        expect(r.rc == 0, f"exit {r.rc}, want 0")
+        blocks = {}
+        for line in r.lines("GUEST-BLOCK "):
+            name, *kv = line.split()
+            blocks[name] = dict(x.split("=", 1) for x in kv)
+        by_label = {v["label"]: (k, v) for k, v in blocks.items() if v["label"] != "-"}
+        for label, data, writable in PARTS:
+            expect(label in by_label, f"partition {label} not found by its GPT label: {blocks}")
+            _, b = by_label[label]
+            expect(int(b["sectors"]) * 512 >= len(data), f"{label} too small: {b}")
+            expect(b["md5"] == md5_padded(data, int(b["sectors"])), f"{label} bytes differ")
+        expect(blocks.get("vdb", {}).get("md5") == hashlib.md5(RAW_RW).hexdigest(), "vdb bytes")
+        expect(blocks.get("vdc", {}).get("ro") == "1", f"vdc read-only: {blocks.get('vdc')}")
+        expect(blocks.get("vdc", {}).get("md5") == hashlib.md5(RAW_RO).hexdigest(), "vdc bytes")
+        writes = dict(l.split() for l in r.lines("GUEST-WRITE "))
+        rw_dev = by_label["rw-part"][0]
+        expect(writes.get(rw_dev) == "ok", f"write to rw-part: {writes}")
+        expect(writes.get("vdb") == "ok", f"write to vdb: {writes}")
+        expect(writes.get("vdc") == "failed", f"write to read-only vdc: {writes}")
+        for label in ("ro-odd", "ro-odd2"):
+            expect(writes.get(by_label[label][0]) == "failed", f"write to {label}: {writes}")
+        post = dict(l.split(" ", 1) for l in r.post if " " in l)
+        expect(post.get("rw-part") == "GUEST-WROTE-PART", f"host file of rw-part: {post}")
+        expect(post.get("raw-rw") == "GUEST-WROTE-RAW", f"host raw-rw.img: {post}")
+        for label, data, _ in PARTS:
+            if label.startswith("ro-"):
+                expect(post.get(label) == hashlib.md5(data).hexdigest(), f"{label} file changed")
+        expect(post.get("raw-ro") == hashlib.md5(RAW_RO).hexdigest(), "raw-ro.img changed")
+
+    post = " ; ".join(
+        [f"echo \"rw-part $(head -c 16 $L2/part-rw-part.bin)\"",
+         "echo \"raw-rw $(head -c 15 $L2/raw-rw.img)\"",
+         "echo \"raw-ro $(md5sum < $L2/raw-ro.img | cut -d' ' -f1)\""]
+        + [f"echo \"{l} $(md5sum < $L2/part-{l}.bin | cut -d' ' -f1)\""
+           for l, _, w in PARTS if not w])
+    out.append(Scenario("disks", ["run", "--config", "$L2/vm-disks.json", "--console-in",
+                                  "none"], disks_check, post=post))
     for fmt, image in (("bzimage", "$L2/bzImage"), ("vmlinux", "$L2/vmlinux")):
         initrd = ["--initrd", "$L2/initrd.gz"]
         base = ["run", "--kernel", image, "--console-in", "none"]
@@ -168,6 +252,7 @@ def main():
         "bzImage": kernel.bzimage,
         "vmlinux": kernel.vmlinux,
         "initrd.gz": nested.l2_initrd(kernel, "micro-vmm-e2e-initrd"),
+        **disk_files(),
     }
     # $out in a feed refers to the scenario's own output file (set by `scenario`).
     script = SCRIPT_HEAD + "\n".join(s.shell() for s in todo) + "\n"
@@ -202,7 +287,7 @@ def main():
             passed += 1
         except (AssertionError, IndexError, ValueError) as e:
             print(f"FAIL {s.name:<18} {r.secs:6.1f} s  exit {r.rc}: {e}")
-            for kind, lines in (("out", r.out), ("err", r.err), ("log", r.log)):
+            for kind, lines in (("out", r.out), ("err", r.err), ("log", r.log), ("post", r.post)):
                 for l in lines[-25:]:
                     print(f"    {kind}| {l}")
             failed += 1
