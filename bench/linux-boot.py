@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -30,17 +28,6 @@ import nested  # noqa: E402
 
 MARKERS = ["Run /init", "GUEST-UP"]
 BASE = "console=ttyS0 panic=-1 reboot=k mvmm.test=reboot"
-
-
-def firecracker_files(fc):
-    """Firecracker and the shared libraries it needs, at the paths its loader expects."""
-    files = {"bin/firecracker": fc}
-    out = subprocess.run(["ldd", fc], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        m = re.search(r"(/\S+)", line.split("=>")[-1])
-        if m and os.path.exists(m.group(1)):
-            files[m.group(1).lstrip("/")] = m.group(1)
-    return files
 
 
 def fc_config(cmdline):
@@ -78,7 +65,7 @@ def main():
             rows.append((f"firecracker vmlinux {label}",
                          ["$FC", "--no-api", "--config-file", f"$L2/fc-{label}.json",
                           "--level", "Error"], None))
-        extra_l1 = firecracker_files(fc)
+        extra_l1 = nested.binary_with_libraries(fc, "firecracker")
 
     lines = []
     for label, cmd, cmdline in rows:

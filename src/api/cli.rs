@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// Writable disk image; repeatable (ordered with --disk as given).
     #[arg(long, value_name = "PATH")]
     pub rwdisk: Vec<PathBuf>,
+    /// Also describe the virtio-mmio devices on the kernel command line
+    /// (`virtio_mmio.device=`), for kernels without ACPI built with that option. The DSDT
+    /// always describes them.
+    #[arg(long)]
+    pub mmio_cmdline: bool,
     /// Console (COM1, ttyS0) output: stdout, file:PATH or none.
     #[arg(long, value_name = "TARGET", default_value = "stdout")]
     pub serial: String,
@@ -220,6 +225,7 @@ impl TryFrom<RunArgs> for VmConfig {
             log: OutputTarget::parse("--log", &a.log)?,
             console_in: InputSource::parse(&a.console_in)?,
             disks,
+            mmio_cmdline: a.mmio_cmdline,
         })
     }
 }

@@ -139,6 +139,9 @@ pub struct VmConfig {
     pub console_in: InputSource,
     /// virtio-blk disks, in guest order.
     pub disks: Vec<DiskConfig>,
+    /// Also list the virtio-mmio devices on the kernel command line (`virtio_mmio.device=`),
+    /// for kernels built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES and without ACPI.
+    pub mmio_cmdline: bool,
 }
 
 impl VmConfig {

@@ -113,15 +113,22 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
                 cmdline,
             },
             _,
-        ) => load_linux(
-            &mem,
-            &ram,
-            cfg.vcpus,
-            &virtio_slots,
-            kernel,
-            initrd.as_deref(),
-            cmdline,
-        )?,
+        ) => {
+            let cmdline = if cfg.mmio_cmdline {
+                with_mmio_devices(cmdline, &virtio_slots)
+            } else {
+                cmdline.clone()
+            };
+            load_linux(
+                &mem,
+                &ram,
+                cfg.vcpus,
+                &virtio_slots,
+                kernel,
+                initrd.as_deref(),
+                &cmdline,
+            )?
+        }
         (BootSource::Firmware { .. }, Some(img)) => {
             firmware::load_firmware(&mem, img)?;
             BspStart::ResetVector
@@ -246,6 +253,21 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         _kvm: kvm,
         _mem: mem,
     })
+}
+
+/// `cmdline` plus one `virtio_mmio.device=<size>@<addr>:<irq>` per device (the syntax of
+/// Linux's CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+fn with_mmio_devices(cmdline: &str, slots: &[acpi::MmioDeviceInfo]) -> String {
+    let mut out = cmdline.to_string();
+    for s in slots {
+        out.push_str(&format!(
+            " virtio_mmio.device={}K@{:#x}:{}",
+            s.len >> 10,
+            s.addr,
+            s.irq
+        ));
+    }
+    out
 }
 
 /// Says once, clearly, when /dev/kvm is not backed by VMX/SVM (for example `kvm_pvm`, as on
@@ -384,4 +406,18 @@ fn serial_device(
     vm.register_irqfd(&irq, port.irq)
         .map_err(kvm_err("register a serial irqfd"))?;
     Ok(SerialDevice::new(name, irq, waker, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmio_devices_on_the_command_line() {
+        let slots: Vec<_> = (0..2).map(mmio::slot).collect();
+        assert_eq!(
+            with_mmio_devices("console=ttyS0", &slots),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+    }
 }

@@ -353,6 +353,18 @@ poweroff -f
 """
 
 
+def binary_with_libraries(path, name):
+    """`path` at /bin/`name` in L1 plus the shared libraries `ldd` says it needs, at the paths
+    its loader expects (for a dynamically linked peer VMM such as Firecracker)."""
+    files = {f"bin/{name}": path}
+    out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.search(r"(/\S+)", line.split("=>")[-1])
+        if m and os.path.exists(m.group(1)):
+            files[m.group(1).lstrip("/")] = m.group(1)
+    return files
+
+
 def run_nested(kernel, l2_files, script, timeout, extra_l1=None):
     """Runs `script` (shell, with $MVMM, $L2 and $TMP set) inside L1; returns the L1 log.
     `extra_l1` adds files at other L1 paths (for example a peer VMM and its libraries)."""
