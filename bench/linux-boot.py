@@ -120,6 +120,10 @@ def main():
                 verdict = "met" if a <= b else "NOT met"
                 print(f"{mode}: to userspace micro-vmm/firecracker = {a / b:.2f} "
                       f"(target <= 1.00: {verdict})")
+    incomplete = [l for l in text.splitlines() if l.startswith("=== RUN ") and "rc=32" not in l]
+    if incomplete:
+        print("\nruns that did not end with the guest's reset (exit 32):")
+        print("\n".join(incomplete))
     missing = [l for l, r in results.items() if not r]
     if missing:
         print("no timings for: " + ", ".join(missing))

@@ -6,7 +6,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::config::{
     BootSource, ConfigError, DEFAULT_CMDLINE, DiskConfig, InputSource, MAX_DISKS, OutputTarget,
-    VmConfig, validate_cmdline, validate_file, validate_mem, validate_vcpus,
+    VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem, validate_vcpus,
 };
 use super::vmconfig;
 
@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Writable disk image; repeatable (ordered with --disk as given).
     #[arg(long, value_name = "PATH")]
     pub rwdisk: Vec<PathBuf>,
+    /// virtio-vsock: `cid=N,uds=PATH` (guest CID >= 3; host programs connect to PATH and send
+    /// `CONNECT <port>`; guest connections to host port P reach `PATH_P`).
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    pub vsock: Option<String>,
     /// Also describe the virtio-mmio devices on the kernel command line
     /// (`virtio_mmio.device=`), for kernels without ACPI built with that option. The DSDT
     /// always describes them.
@@ -226,6 +230,7 @@ impl TryFrom<RunArgs> for VmConfig {
             console_in: InputSource::parse(&a.console_in)?,
             disks,
             mmio_cmdline: a.mmio_cmdline,
+            vsock: a.vsock.as_deref().map(VsockConfig::parse).transpose()?,
         })
     }
 }

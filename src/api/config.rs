@@ -35,6 +35,8 @@ pub enum ConfigError {
     NotWithFirmware { flag: &'static str },
     #[error("give either --kernel or --bios")]
     NoBootSource,
+    #[error("invalid --vsock {0}")]
+    BadVsock(String),
     #[error("{0} disks; at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
     #[error(transparent)]
@@ -126,6 +128,46 @@ pub enum DiskConfig {
     },
 }
 
+/// The vsock device: the guest's CID and the host Unix socket it is bridged to
+/// (Firecracker's hybrid vsock: host programs connect to `uds`, guest connections to host
+/// port P go to `<uds>_<P>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds: PathBuf,
+}
+
+impl VsockConfig {
+    /// Parses `cid=N,uds=PATH`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::BadVsock(format!("{s:?}: {why}"));
+        let (mut cid, mut uds) = (None, None);
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("cid", v)) if cid.is_none() => {
+                    cid = Some(v.parse::<u64>().map_err(|_| bad("cid is not a number"))?)
+                }
+                Some(("uds", v)) if uds.is_none() && !v.is_empty() => uds = Some(PathBuf::from(v)),
+                _ => return Err(bad("expected cid=N,uds=PATH")),
+            }
+        }
+        let cid = cid.ok_or_else(|| bad("cid= missing"))?;
+        let uds = uds.ok_or_else(|| bad("uds= missing"))?;
+        // 0, 1 and 2 are the hypervisor, local and host CIDs; u32::MAX is VMADDR_CID_ANY.
+        if !(3..u64::from(u32::MAX)).contains(&cid) {
+            return Err(bad("cid must be from 3 to 4294967294"));
+        }
+        let dir = match uds.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(bad("the socket's directory does not exist"));
+        }
+        Ok(VsockConfig { cid, uds })
+    }
+}
+
 /// A complete, validated description of one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -142,6 +184,8 @@ pub struct VmConfig {
     /// Also list the virtio-mmio devices on the kernel command line (`virtio_mmio.device=`),
     /// for kernels built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES and without ACPI.
     pub mmio_cmdline: bool,
+    /// The virtio-vsock device, if any.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -238,6 +282,27 @@ mod tests {
         assert!(validate_cmdline(&"a".repeat(CMDLINE_MAX_SIZE)).is_err());
         assert!(validate_cmdline("a\0b").is_err());
         assert!(validate_cmdline("console=ttyS0").is_ok());
+    }
+
+    #[test]
+    fn vsock_specs() {
+        let ok = VsockConfig::parse("cid=3,uds=/tmp/v.sock").unwrap();
+        assert_eq!((ok.cid, ok.uds), (3, PathBuf::from("/tmp/v.sock")));
+        assert_eq!(VsockConfig::parse("uds=v.sock,cid=42").unwrap().cid, 42);
+        for bad in [
+            "",
+            "cid=2,uds=/tmp/v",
+            "cid=4294967295,uds=/tmp/v",
+            "cid=x,uds=/tmp/v",
+            "cid=3",
+            "uds=/tmp/v",
+            "cid=3,uds=",
+            "cid=3,uds=/nonexistent/dir/v",
+            "cid=3,uds=/tmp/v,extra=1",
+            "cid=3,cid=4,uds=/tmp/v",
+        ] {
+            assert!(VsockConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

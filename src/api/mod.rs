@@ -7,4 +7,5 @@ pub mod vmconfig;
 
 pub use config::{
     BootSource, ConfigError, DiskConfig, InputSource, OutputTarget, PartitionConfig, VmConfig,
+    VsockConfig,
 };

@@ -28,6 +28,7 @@ use crate::devices::serial::output::{DEFAULT_CAPACITY, OutputSink};
 use crate::devices::serial::{COM1, COM2, SERIAL_PORT_LEN, SerialDevice, SerialPortInfo};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
 
@@ -55,6 +56,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         what: "signal mask",
         source,
     })?;
+
+    raise_fd_limit();
 
     // 1. KVM and the VM.
     let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
@@ -104,7 +107,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
     .map_err(kvm_err("create the PIT"))?;
 
     // 4. The boot image and what it is told (the DSDT describes the virtio devices).
-    let virtio_slots: Vec<acpi::MmioDeviceInfo> = (0..cfg.disks.len()).map(mmio::slot).collect();
+    let virtio_count = cfg.disks.len() + usize::from(cfg.vsock.is_some());
+    let virtio_slots: Vec<acpi::MmioDeviceInfo> = (0..virtio_count).map(mmio::slot).collect();
     let start = match (&cfg.boot, &firmware_image) {
         (
             BootSource::Kernel {
@@ -206,6 +210,19 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         add_virtio_device(&vm, &mem, &mut mmio_bus, block.clone(), slot)?;
         subscribers.push(block);
     }
+    if let Some(v) = &cfg.vsock {
+        let vsock = Arc::new(Mutex::new(
+            Vsock::new(v.cid, &v.uds).map_err(VmmError::Vsock)?,
+        ));
+        add_virtio_device(
+            &vm,
+            &mem,
+            &mut mmio_bus,
+            vsock.clone(),
+            &virtio_slots[cfg.disks.len()],
+        )?;
+        subscribers.push(vsock);
+    }
     let mmio_bus = Arc::new(mmio_bus);
 
     // 6. vCPUs: CPUID, MSRs and LAPIC for all; boot registers for the BSP only (the APs wait
@@ -253,6 +270,28 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         _kvm: kvm,
         _mem: mem,
     })
+}
+
+/// Raises the soft open-file limit to the hard one: every vsock connection holds a host
+/// socket, and a few thousand of them exceed the usual soft limit of 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `lim`, a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
+    {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads a valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            log::debug!(
+                "cannot raise the open-file limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// `cmdline` plus one `virtio_mmio.device=<size>@<addr>:<irq>` per device (the syntax of

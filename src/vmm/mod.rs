@@ -59,6 +59,8 @@ pub enum VmmError {
         index: usize,
         source: crate::disk::DiskError,
     },
+    #[error("vsock: {0}")]
+    Vsock(crate::devices::virtio::vsock::VsockError),
     #[error("cannot open {flag} output {path:?}: {source}")]
     Output {
         flag: &'static str,

@@ -249,14 +249,17 @@ class Cpio:
         return self.buf.getvalue()
 
 
-def l2_initrd(kernel, initrd_id):
-    """The guest initramfs from resources/guest: its init, busybox, the modules in order."""
+def l2_initrd(kernel, initrd_id, extra_bins=None):
+    """The guest initramfs from resources/guest: its init, busybox, the modules in order, and
+    `extra_bins` ({name: host path}) in /bin."""
     c = Cpio()
     for d in ("bin", "dev", "proc", "sys", "etc", "tmp", "lib/modules"):
         c.dir(d)
     c.file("init", open(os.path.join(ROOT, "resources/guest/init"), "rb").read(), 0o755)
     c.file("bin/busybox", open(busybox(), "rb").read(), 0o755)
     c.symlink("bin/sh", "busybox")
+    for name, path in (extra_bins or {}).items():
+        c.file(f"bin/{name}", open(path, "rb").read(), 0o755)
     c.file("etc/initrd-id", (initrd_id + "\n").encode())
     wanted = [l.strip() for l in open(os.path.join(ROOT, "resources/guest/modules"))
               if l.strip() and not l.startswith("#")]
@@ -268,6 +271,11 @@ def l2_initrd(kernel, initrd_id):
 
 
 def build_static_vmm():
+    """The static micro-vmm to test: $MICRO_VMM_BIN if set (a prebuilt static binary), else
+    built with scripts/build-static."""
+    prebuilt = os.environ.get("MICRO_VMM_BIN")
+    if prebuilt:
+        return prebuilt
     out = subprocess.run([os.path.join(ROOT, "scripts/build-static")], check=True,
                          capture_output=True, text=True).stdout.strip()
     return out
@@ -298,7 +306,8 @@ def l1_initrd(kernel, files, init_script):
     c.file("lib/modules/order", ("\n".join(kvm_order) + "\n").encode())
     for path, content in files.items():
         data = content if isinstance(content, bytes) else open(content, "rb").read()
-        mode = 0o755 if path.startswith("bin/") or path.startswith("lib") else 0o644
+        executable = path.startswith(("bin/", "lib")) or data[:4] == b"\x7fELF"
+        mode = 0o755 if executable else 0o644
         c.file(path, data, mode)
     return c.finish()
 

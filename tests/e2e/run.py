@@ -133,6 +133,49 @@ def disk_files():
     return files
 
 
+VSOCK_TESTS = ("echo", "conns", "nobody", "abort", "after", "rtt")
+
+
+def vsock_scenario():
+    def check(r):
+        expect(r.rc == 0, f"exit {r.rc}, want 0")
+        guest = {l.split()[0]: l for l in r.lines("GUEST-V2H ")}
+        host = {l.split()[0]: l for l in r.post if l.split() and l.split()[0] in VSOCK_TESTS}
+        for side, res in (("guest->host", guest), ("host->guest", host)):
+            for t in ("echo", "conns", "after", "rtt"):
+                expect("RESULT ok" in res.get(t, ""), f"{side} {t}: {res.get(t)}")
+            expect("RESULT refused" in res.get("nobody", ""),
+                   f"{side} connect to a port nobody listens on: {res.get('nobody')}")
+            secs = re.search(r"secs=([\d.]+)", res.get("nobody", ""))
+            expect(secs and float(secs.group(1)) < 5, f"{side} refusal not prompt: {res}")
+            expect("RESULT" in res.get("abort", ""), f"{side} abort: {res.get('abort')}")
+        expect("RESULT ok conns=1 bytes=67108864" in guest["echo"], guest["echo"])
+        expect("RESULT ok conns=1 bytes=67108864" in host["echo"], host["echo"])
+        expect("conns=100" in guest["conns"] and "conns=100" in host["conns"], "100 connections")
+
+    tool = "$L2/vsock_tool"
+    uds = "$TMP/vsock.sock"
+    host_tests = [
+        ("echo", "5000 67108864"),
+        ("conns", "5000 65536 --conns 100"),
+        ("nobody", "5001 1"),
+        ("abort", "5000 8388608 --abort-after 1048576"),
+        ("after", "5000 1048576"),
+        ("rtt", "5000 0 --rtt 1000"),
+    ]
+    feed = "\n".join(
+        [f"{tool} userve {uds}_6000 > /dev/null 2>&1 & userve=$!",
+         "waitfor $out GUEST-VSOCK-READY"]
+        + [f"echo \"{t} $(timeout 120 {tool} uconnect {uds} {a})\" >> $TMP/vsock-host.txt"
+           for t, a in host_tests]
+        + ["waitfor $out GUEST-VSOCK-GUEST-DONE", "echo done", "sleep 1", "kill $userve"])
+    return Scenario("vsock", [
+        "run", "--kernel", "$L2/bzImage", "--initrd", "$L2/initrd.gz", "--mem", "512",
+        "--vsock", f"cid=3,uds={uds}", "--console-in", "stdin",
+        "--cmdline", f"{CMDLINE} mvmm.test=vsock"], check, feed=feed, timeout=300,
+        post="cat $TMP/vsock-host.txt; rm -f $TMP/vsock-host.txt")
+
+
 def md5_padded(data, sectors):
     return hashlib.md5(data + bytes(sectors * 512 - len(data))).hexdigest()
 
@@ -178,6 +221,7 @@ def scenarios():
            for l, _, w in PARTS if not w])
     out.append(Scenario("disks", ["run", "--config", "$L2/vm-disks.json", "--console-in",
                                   "none"], disks_check, post=post))
+    out.append(vsock_scenario())
     for fmt, image in (("bzimage", "$L2/bzImage"), ("vmlinux", "$L2/vmlinux")):
         initrd = ["--initrd", "$L2/initrd.gz"]
         base = ["run", "--kernel", image, "--console-in", "none"]
@@ -248,10 +292,13 @@ def main():
     t0 = time.monotonic()
     kernel = nested.Kernel(nested.kernel_package())
     nested.log(f"guest kernel {kernel.pkg}")
+    vsock_tool = nested.build_example("vsock_tool")
     l2 = {
         "bzImage": kernel.bzimage,
         "vmlinux": kernel.vmlinux,
-        "initrd.gz": nested.l2_initrd(kernel, "micro-vmm-e2e-initrd"),
+        "initrd.gz": nested.l2_initrd(kernel, "micro-vmm-e2e-initrd",
+                                      {"vsock_tool": vsock_tool}),
+        "vsock_tool": vsock_tool,
         **disk_files(),
     }
     # $out in a feed refers to the scenario's own output file (set by `scenario`).

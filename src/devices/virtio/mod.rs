@@ -7,6 +7,7 @@
 pub mod block;
 pub mod interrupt;
 pub mod mmio;
+pub mod vsock;
 
 use std::sync::Arc;
 
