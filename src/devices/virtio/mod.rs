@@ -49,6 +49,18 @@ pub enum VirtioError {
     QueueNotReady(usize),
 }
 
+/// Copies config-space bytes at `offset` into `data`; bytes past the end read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// What a virtio device gets when the driver sets DRIVER_OK.
 pub struct ActivateContext {
     pub mem: GuestMemoryMmap,
