@@ -33,12 +33,13 @@ def main():
     script = r'''
 T=$L2/vsock_tool
 U=$TMP/v.sock
-$T userve ${U}_6000 > /dev/null 2>&1 &
-( i=0; while ! grep -q GUEST-VSOCK-GUEST-DONE $TMP/o 2>/dev/null; do sleep 0.5; i=$((i+1)); [ $i -gt 600 ] && break; done; echo done; sleep 2 ) | timeout 600 "$MVMM" run --kernel $L2/vmlinux --initrd $L2/initrd.gz --mem 512 --vsock cid=3,uds=$U --console-in stdin --cmdline "''' + CMDLINE + r'''" > $TMP/o 2>&1 &
+$T userve ${U}_6000 > /dev/null 2>&1 & userve=$!
+( i=0; while ! grep -q GUEST-VSOCK-GUEST-DONE $TMP/o 2>/dev/null; do sleep 0.5; i=$((i+1)); [ $i -gt 600 ] && break; done; echo done; sleep 2 ) | timeout 600 "$MVMM" run --kernel $L2/vmlinux --initrd $L2/initrd.gz --mem 512 --vsock cid=3,uds=$U --console-in stdin --cmdline "''' + CMDLINE + r'''" > $TMP/o 2>&1 & vmm=$!
 i=0; while ! grep -q GUEST-VSOCK-READY $TMP/o; do sleep 0.5; i=$((i+1)); [ $i -gt 300 ] && break; done
 echo "=== H2G echo $(timeout 300 $T uconnect $U 5000 67108864)"
 echo "=== H2G rtt $(timeout 300 $T uconnect $U 5000 0 --rtt 1000)"
-wait
+wait $vmm
+kill $userve
 grep -a "GUEST-V2H" $TMP/o | sed 's/^/=== /'
 '''
     text = nested.run_script(kernel, l2, script, 1800)
