@@ -49,6 +49,15 @@ pub struct SerialDevice {
     name: &'static str,
 }
 
+/// Interrupt enable register offset, and its "THR empty" bit.
+const IER_OFFSET: u64 = 1;
+const IER_THRI: u8 = 0x02;
+/// Line control register offset, and its divisor-latch bit (IER is then the divisor).
+const LCR_OFFSET: u8 = 3;
+const LCR_DLAB: u8 = 0x80;
+/// IIR's "THR empty" interrupt bit.
+const IIR_THRE: u8 = 0x02;
+
 static ODD_ACCESS: LogLimit = LogLimit::new();
 static TRIGGER_FAILED: LogLimit = LogLimit::new();
 
@@ -58,6 +67,11 @@ impl SerialDevice {
             uart: Serial::with_events(IrqTrigger(irq), waker, out),
             name,
         }
+    }
+
+    fn dlab(&mut self) -> bool {
+        // Reading LCR has no side effects.
+        self.uart.read(LCR_OFFSET) & LCR_DLAB != 0
     }
 
     pub fn fifo_capacity(&self) -> usize {
@@ -99,10 +113,26 @@ impl BusDevice for SerialDevice {
             }
             return;
         }
+        // A 16550's interrupt output is a level: disabling THRI drops it, enabling THRI while
+        // the transmitter is empty raises it again. vm-superio raises it only when its THRE
+        // bit is not already pending, so a THRE left pending from the last burst would leave
+        // the driver waiting forever for the next one. Raise it here in that case.
+        let rearm_thre = offset == IER_OFFSET && !self.dlab() && {
+            let st = self.uart.state();
+            data[0] & IER_THRI != 0
+                && st.interrupt_enable & IER_THRI == 0
+                && st.interrupt_identification & IIR_THRE != 0
+        };
         if let Err(e) = self.uart.write(offset as u8, data[0])
             && let Some(n) = TRIGGER_FAILED.hit()
         {
             log::warn!("{}: write failed ({n}x): {e}", self.name);
+        }
+        if rearm_thre
+            && let Err(e) = self.uart.interrupt_evt().trigger()
+            && let Some(n) = TRIGGER_FAILED.hit()
+        {
+            log::warn!("{}: interrupt failed ({n}x): {e}", self.name);
         }
     }
 }
@@ -154,6 +184,26 @@ mod tests {
         dev.read(THR, &mut b);
         assert_eq!(b[0], b'x');
         assert_eq!(dev.fifo_capacity(), 1);
+    }
+
+    #[test]
+    fn re_enabling_thri_with_thre_pending_raises_the_interrupt() {
+        let (mut dev, _sink, irq) = device();
+        dev.write(IER_OFFSET, &[IER_THRI]);
+        assert_eq!(irq.read().unwrap(), 1, "THRI enabled with THR empty");
+        dev.write(THR, b"x");
+        let _ = irq.read();
+        // The driver stops transmitting without reading IIR: THRE stays pending.
+        dev.write(IER_OFFSET, &[0]);
+        assert!(irq.read().is_err(), "no interrupt while disabled");
+        // Enabling THRI again must raise the interrupt again.
+        dev.write(IER_OFFSET, &[IER_THRI]);
+        assert_eq!(irq.read().unwrap(), 1);
+        // With DLAB set, offset 1 is the divisor, not IER.
+        dev.write(IER_OFFSET, &[0]);
+        dev.write(3, &[LCR_DLAB]);
+        dev.write(IER_OFFSET, &[IER_THRI]);
+        assert!(irq.read().is_err());
     }
 
     #[test]
