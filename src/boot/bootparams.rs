@@ -17,7 +17,7 @@ const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
 /// "Undefined" boot loader id: not one of the registered loaders.
 const KERNEL_LOADER_OTHER: u8 = 0xff;
 const KERNEL_MIN_ALIGNMENT: u32 = 0x100_0000;
-/// `loadflags` bit: the boot loader set `heap_end_ptr`... (not used) and bit 0: loaded high.
+/// `loadflags` bit 0: the protected-mode code is loaded at 1 MiB (LOADED_HIGH).
 const LOADED_HIGH: u8 = 0x01;
 /// Boot protocol limit on zero-page e820 entries.
 const E820_MAX_ZEROPAGE: usize = 128;

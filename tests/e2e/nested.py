@@ -132,21 +132,12 @@ class Kernel:
         self.vmlinux = extract_vmlinux(self.bzimage)
 
     def module_path(self, name):
-        for pattern in (f"{name}.ko", f"{name}.ko.xz"):
-            hits = glob.glob(os.path.join(self.moddir, "**", pattern), recursive=True)
+        """The module's file (.ko or .ko.xz); module names use - and _ interchangeably."""
+        for n in dict.fromkeys((name, name.replace("-", "_"), name.replace("_", "-"))):
+            hits = glob.glob(os.path.join(self.moddir, "**", f"{n}.ko*"), recursive=True)
             if hits:
                 return hits[0]
-        # Module names use - and _ interchangeably.
-        alt = name.replace("-", "_") if "-" in name else name.replace("_", "-")
-        if alt != name:
-            return self.module_path_exact(alt)
         raise NestedError(f"module {name} not in {self.pkg}")
-
-    def module_path_exact(self, name):
-        hits = glob.glob(os.path.join(self.moddir, "**", f"{name}.ko*"), recursive=True)
-        if not hits:
-            raise NestedError(f"module {name} not in {self.pkg}")
-        return hits[0]
 
     def module_bytes(self, name):
         path = self.module_path(name)

@@ -434,6 +434,26 @@ mod tests {
         RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
     }
 
+    /// Header, one data buffer of `len` bytes (device-writable when `data_flags` says so),
+    /// status: the usual request.
+    fn request(len: u32, data_flags: u16) -> [RawDescriptor; 3] {
+        [
+            desc(HDR, 16, F_NEXT, 1),
+            desc(DATA, len, F_NEXT | data_flags, 2),
+            desc(STATUS, 1, F_WRITE, 0),
+        ]
+    }
+
+    fn activate(dev: &mut Block, mem: &GuestMemoryMmap, irq: &Arc<Interrupt>, q: Queue) {
+        dev.activate(ActivateContext {
+            mem: mem.clone(),
+            interrupt: irq.clone(),
+            queues: vec![q],
+            acked_features: VIRTIO_F_VERSION_1,
+        })
+        .unwrap();
+    }
+
     fn header(mem: &GuestMemoryMmap, t: u32, sector: u64) {
         let mut h = [0u8; 16];
         h[..4].copy_from_slice(&t.to_le_bytes());
@@ -447,14 +467,7 @@ mod tests {
         let vq = MockSplitQueue::create(&f.mem, GuestAddress(0), 16);
         vq.add_desc_chains(descs, 0).unwrap();
         let q: Queue = vq.create_queue().unwrap();
-        f.dev
-            .activate(ActivateContext {
-                mem: f.mem.clone(),
-                interrupt: f.irq.clone(),
-                queues: vec![q],
-                acked_features: VIRTIO_F_VERSION_1,
-            })
-            .unwrap();
+        activate(&mut f.dev, &f.mem, &f.irq, q);
         let n = vq.used().idx().load();
         (0..n)
             .map(|i| {
@@ -478,14 +491,7 @@ mod tests {
     fn read_request() {
         let mut f = fixture(false);
         header(&f.mem, VIRTIO_BLK_T_IN, 1);
-        let used = run(
-            &mut f,
-            &[
-                desc(HDR, 16, F_NEXT, 1),
-                desc(DATA, 1024, F_NEXT | F_WRITE, 2),
-                desc(STATUS, 1, F_WRITE, 0),
-            ],
-        );
+        let used = run(&mut f, &request(1024, F_WRITE));
         assert_eq!(used, vec![(0, 1025)]);
         assert_eq!(status(&f), status::OK);
         let mut got = vec![0u8; 1024];
@@ -499,14 +505,7 @@ mod tests {
         let mut f = fixture(true);
         header(&f.mem, VIRTIO_BLK_T_OUT, 2);
         f.mem.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
-        let used = run(
-            &mut f,
-            &[
-                desc(HDR, 16, F_NEXT, 1),
-                desc(DATA, 512, F_NEXT, 2),
-                desc(STATUS, 1, F_WRITE, 0),
-            ],
-        );
+        let used = run(&mut f, &request(512, 0));
         assert_eq!(used, vec![(0, 1)]);
         assert_eq!(status(&f), status::OK);
         assert_eq!(disk_bytes(&f, 1024, 512), vec![0xab; 512]);
@@ -526,14 +525,7 @@ mod tests {
         let before = disk_bytes(&f, 0, 512);
         header(&f.mem, VIRTIO_BLK_T_OUT, 0);
         f.mem.write_slice(&[0xcd; 512], GuestAddress(DATA)).unwrap();
-        run(
-            &mut f,
-            &[
-                desc(HDR, 16, F_NEXT, 1),
-                desc(DATA, 512, F_NEXT, 2),
-                desc(STATUS, 1, F_WRITE, 0),
-            ],
-        );
+        run(&mut f, &request(512, 0));
         assert_eq!(status(&f), status::IOERR);
         assert_eq!(disk_bytes(&f, 0, 512), before);
     }
@@ -550,14 +542,7 @@ mod tests {
             let mut f = fixture(true);
             header(&f.mem, t, sector);
             let flags = if t == VIRTIO_BLK_T_IN { F_WRITE } else { 0 };
-            run(
-                &mut f,
-                &[
-                    desc(HDR, 16, F_NEXT, 1),
-                    desc(DATA, len, F_NEXT | flags, 2),
-                    desc(STATUS, 1, F_WRITE, 0),
-                ],
-            );
+            run(&mut f, &request(len, flags));
             assert_eq!(status(&f), want, "type {t} sector {sector} len {len}");
         }
     }
@@ -566,14 +551,7 @@ mod tests {
     fn get_id() {
         let mut f = fixture(false);
         header(&f.mem, VIRTIO_BLK_T_GET_ID, 0);
-        let used = run(
-            &mut f,
-            &[
-                desc(HDR, 16, F_NEXT, 1),
-                desc(DATA, 20, F_NEXT | F_WRITE, 2),
-                desc(STATUS, 1, F_WRITE, 0),
-            ],
-        );
+        let used = run(&mut f, &request(20, F_WRITE));
         assert_eq!(used, vec![(0, 21)]);
         let mut id = [0u8; 20];
         f.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
@@ -628,14 +606,7 @@ mod tests {
         vq.avail().ring().ref_at(0).unwrap().store(0);
         vq.avail().idx().store(1);
         let q: Queue = vq.create_queue().unwrap();
-        f.dev
-            .activate(ActivateContext {
-                mem: f.mem.clone(),
-                interrupt: f.irq.clone(),
-                queues: vec![q],
-                acked_features: VIRTIO_F_VERSION_1,
-            })
-            .unwrap();
+        activate(&mut f.dev, &f.mem, &f.irq, q);
         assert_eq!(vq.used().idx().load(), 1);
     }
 
@@ -645,14 +616,7 @@ mod tests {
         let vq = MockSplitQueue::create(&f.mem, GuestAddress(0), 16);
         vq.avail().idx().store(200); // more entries than the queue has
         let q: Queue = vq.create_queue().unwrap();
-        f.dev
-            .activate(ActivateContext {
-                mem: f.mem.clone(),
-                interrupt: f.irq.clone(),
-                queues: vec![q],
-                acked_features: VIRTIO_F_VERSION_1,
-            })
-            .unwrap();
+        activate(&mut f.dev, &f.mem, &f.irq, q);
         assert!(f.dev.needs_reset());
         assert_ne!(f.irq.status() & INT_CONFIG, 0);
         // Further notifications do nothing; a reset clears it.
