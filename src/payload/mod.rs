@@ -1,1 +1,10 @@
-//! The payload builder (APK, idsig, metadata, payload disk). Filled by the payload issue.
+//! The payload builder: what Android's virtualization service does on the host to run an app
+//! in a VM (see docs/payload.md).
+//!
+//! From an APK (a zip), its `.idsig` and the path of a config JSON inside the APK, it builds
+//! the payload disk (a composite GPT disk over the host files, nothing copied), and the
+//! instance and storage images. The guest agent reuses the parsers (metadata, config, idsig,
+//! the zip reader) on its side.
+//!
+//! Everything read here is untrusted: APKs, idsigs, config JSON and metadata. Errors name the
+//! file and the field; memory and time are bounded; nothing panics.
