@@ -9,6 +9,7 @@ pub mod api;
 pub mod boot;
 pub mod devices;
 pub mod disk;
+pub mod lifecycle;
 pub mod log_limit;
 pub mod payload;
 pub mod vmm;
