@@ -6,6 +6,7 @@
 //! [`devices`] emulates what the guest talks to.
 
 pub mod api;
+pub mod app;
 pub mod boot;
 pub mod devices;
 pub mod disk;

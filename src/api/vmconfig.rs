@@ -188,7 +188,8 @@ pub fn parse(json: &str, base_dir: &Path) -> Result<VmConfigFile, VmConfigError>
     parse_as("vmconfig JSON", json, base_dir)
 }
 
-fn parse_as(file: &str, json: &str, base_dir: &Path) -> Result<VmConfigFile, VmConfigError> {
+/// Like [`parse`], with `file` as the name error messages give the input.
+pub fn parse_as(file: &str, json: &str, base_dir: &Path) -> Result<VmConfigFile, VmConfigError> {
     if json.len() as u64 > MAX_FILE_SIZE {
         return Err(VmConfigError::TooLarge {
             file: file.to_string(),

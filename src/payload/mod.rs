@@ -8,3 +8,19 @@
 //!
 //! Everything read here is untrusted: APKs, idsigs, config JSON and metadata. Errors name the
 //! file and the field; memory and time are bounded; nothing panics.
+
+pub mod disk;
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of the payload-disk assembly ([`disk`]); the parsers have their own.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("cannot read {path:?}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path:?}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{0:?} is not a regular file")]
+    NotAFile(PathBuf),
+}

@@ -35,6 +35,8 @@ pub enum VmExit {
     GuestPanic,
     /// SIGTERM, SIGINT or SIGHUP reached micro-vmm.
     Signal(i32),
+    /// The host side stopped the VM (a control request, a watchdog); the text says why.
+    Killed(String),
     /// The host side failed while the VM ran.
     HostError(String),
 }
@@ -47,6 +49,7 @@ impl VmExit {
             VmExit::Crash(_) => code::CRASH,
             VmExit::GuestPanic => code::GUEST_PANIC,
             VmExit::Signal(n) => code::SIGNAL_BASE + n,
+            VmExit::Killed(_) => code::SIGNAL_BASE + libc::SIGKILL,
             VmExit::HostError(_) => code::ERROR,
         }
     }
@@ -63,6 +66,7 @@ impl VmExit {
             VmExit::Crash(msg) => format!("VM crashed: {msg}"),
             VmExit::GuestPanic => "guest panicked (pvpanic)".into(),
             VmExit::Signal(n) => format!("stopped by signal {n} ({})", signal_name(*n)),
+            VmExit::Killed(why) => format!("stopped by the host: {why}"),
             VmExit::HostError(msg) => format!("host error: {msg}"),
         };
         format!("{why}; exit code {}", self.exit_code())
@@ -141,6 +145,7 @@ mod tests {
         assert_eq!(VmExit::GuestPanic.exit_code(), 34);
         assert_eq!(VmExit::HostError("x".into()).exit_code(), 1);
         assert_eq!(VmExit::Signal(libc::SIGTERM).exit_code(), 143);
+        assert_eq!(VmExit::Killed("hangup".into()).exit_code(), 137);
         assert!(VmExit::GuestPanic.describe().ends_with("exit code 34"));
     }
 

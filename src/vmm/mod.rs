@@ -112,6 +112,11 @@ pub struct Vmm {
 }
 
 impl Vmm {
+    /// A handle other threads use to stop the VM ([`ExitState::request`]) once it runs.
+    pub fn exit_handle(&self) -> Arc<ExitState> {
+        Arc::clone(&self.exit)
+    }
+
     /// Runs the VM until it ends; never panics, restores the terminal, drains the outputs.
     pub fn run(self) -> VmExit {
         let Vmm {
