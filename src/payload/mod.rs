@@ -10,6 +10,8 @@
 //! file and the field; memory and time are bounded; nothing panics.
 
 pub mod apk;
+pub mod config;
+pub mod metadata;
 
 #[cfg(test)]
 pub(crate) mod testutil;
