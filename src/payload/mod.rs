@@ -12,6 +12,7 @@
 pub mod apk;
 pub mod config;
 pub mod metadata;
+pub mod partition;
 
 #[cfg(test)]
 pub(crate) mod testutil;
