@@ -9,7 +9,14 @@
 //! Everything read here is untrusted: APKs, idsigs, config JSON and metadata. Errors name the
 //! file and the field; memory and time are bounded; nothing panics.
 
+pub mod apk;
+pub mod config;
 pub mod disk;
+pub mod metadata;
+pub mod partition;
+
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::io;
 use std::path::PathBuf;
