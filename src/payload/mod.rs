@@ -8,3 +8,5 @@
 //!
 //! Everything read here is untrusted: APKs, idsigs, config JSON and metadata. Errors name the
 //! file and the field; memory and time are bounded; nothing panics.
+
+pub mod idsig;
