@@ -28,6 +28,10 @@ pub enum Command {
     /// Create, inspect or flatten disk images.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Write the APK Signature Scheme v4 .idsig of an APK (Merkle tree and signer digest).
+    CreateIdsig { apk: PathBuf, out: PathBuf },
+    /// Check an APK against an .idsig (ours or apksigner's).
+    VerifyIdsig { apk: PathBuf, idsig: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
