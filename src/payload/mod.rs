@@ -12,6 +12,7 @@
 pub mod apk;
 pub mod config;
 pub mod disk;
+pub mod idsig;
 pub mod metadata;
 pub mod partition;
 
