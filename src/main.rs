@@ -4,10 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use micro_vmm::api::VmConfig;
-use micro_vmm::api::cli::{self, Command, DiskCommand, RunArgs};
+use micro_vmm::api::cli::{self, AppArgs, Command, DiskCommand, RunArgs};
+use micro_vmm::app::AppConfig;
 use micro_vmm::disk;
-use micro_vmm::payload::partition::{self, PartitionType};
 use micro_vmm::payload::idsig;
+use micro_vmm::payload::partition::{self, PartitionType};
 use micro_vmm::vmm::builder;
 use micro_vmm::vmm::exit::code;
 
@@ -28,11 +29,12 @@ fn main() -> ExitCode {
         }
     };
     let status = match cli.command {
-        Command::Run(args) => run(*args),
-        Command::Disk(cmd) => disk_tool(cmd),
-        Command::CreatePartition { kind, path, size } => create_partition(kind, &path, size),
-        Command::CreateIdsig { apk, out } => create_idsig(&apk, &out),
-        Command::VerifyIdsig { apk, idsig } => verify_idsig(&apk, &idsig),
+        Some(Command::Run(args)) => run(*args),
+        Some(Command::Disk(cmd)) => disk_tool(cmd),
+        None => app(cli.app),
+        Some(Command::CreatePartition { kind, path, size }) => create_partition(kind, &path, size),
+        Some(Command::CreateIdsig { apk, out }) => create_idsig(&apk, &out),
+        Some(Command::VerifyIdsig { apk, idsig }) => verify_idsig(&apk, &idsig),
     };
     ExitCode::from(status as u8)
 }
@@ -59,6 +61,16 @@ fn run(args: RunArgs) -> i32 {
     let exit = vmm.run();
     eprintln!("micro-vmm: {}", exit.describe());
     exit.exit_code()
+}
+
+fn app(args: AppArgs) -> i32 {
+    match AppConfig::try_from(args) {
+        Ok(config) => micro_vmm::app::run(&config),
+        Err(e) => {
+            eprintln!("micro-vmm: invalid arguments: {e}");
+            code::INVALID_ARGS
+        }
+    }
 }
 
 fn disk_tool(cmd: DiskCommand) -> i32 {

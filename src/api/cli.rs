@@ -18,9 +18,76 @@ use crate::payload::partition::{self, PartitionType};
     version,
     about = "A small KVM virtual machine monitor"
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_required = false)]
+#[command(arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// `micro-vmm --app APK IDSIG CONFIG_PATH [flags]`: run an app's payload (docs/app.md).
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// Run an app's payload in a fresh VM, as Android's `vm run-app` does.
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// The APK, its idsig (created or refreshed when empty, missing or stale) and the path of
+    /// the payload config JSON inside the APK.
+    #[arg(long, num_args = 3, value_names = ["APK", "IDSIG", "CONFIG_PATH"])]
+    pub app: Option<Vec<PathBuf>>,
+    /// The instance image (created, 10 MiB, when missing) [default: a new one for this run].
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub instance: Option<PathBuf>,
+    /// The instance id file: exactly 64 bytes, allocated and written when missing.
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub instance_id_file: Option<PathBuf>,
+    /// The payload's persistent storage image (created when missing).
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub storage: Option<PathBuf>,
+    /// Size of a new storage image, in bytes (K, M, G suffixes accepted) [default: 10M].
+    #[arg(long, value_name = "BYTES", requires = "storage")]
+    pub storage_size: Option<String>,
+    /// The idsig of each extra APK named in the config, in order (created when missing).
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub extra_idsig: Vec<PathBuf>,
+    /// Directory holding the APEXes the config names (`<dir>/<name>.apex`).
+    #[arg(long, value_name = "DIR", requires = "app")]
+    pub apex_dir: Option<PathBuf>,
+    /// Guest RAM in MiB [default: the OS config's memory_mib].
+    #[arg(long, value_name = "MIB", requires = "app")]
+    pub mem: Option<u64>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N", requires = "app")]
+    pub cpus: Option<u64>,
+    /// The guest's vsock CID [default: 3].
+    #[arg(long, value_name = "N", requires = "app")]
+    pub cid: Option<u64>,
+    /// Console (ttyS0) output: stdout, file:PATH or none.
+    #[arg(
+        long,
+        value_name = "TARGET",
+        default_value = "stdout",
+        requires = "app"
+    )]
+    pub serial: String,
+    /// Also copy the log port (ttyS1, where the guest writes its failure reason) to this
+    /// target: stdout, file:PATH or none.
+    #[arg(long, value_name = "TARGET", default_value = "none", requires = "app")]
+    pub log: String,
+    /// Debuggable guest: the kernel logs to the console (no `quiet`).
+    #[arg(long, requires = "app")]
+    pub debug: bool,
+    /// The guest OS config (vmconfig JSON) instead of the built-in one.
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub os_config: Option<PathBuf>,
+    /// The guest-asset directory (kernel, initramfs) [default: $MICRO_VMM_GUEST_DIR, else
+    /// ~/.cache/micro-vmm/guest].
+    #[arg(long, value_name = "DIR", requires = "app")]
+    pub guest_dir: Option<PathBuf>,
+    /// Seconds the payload gets to start before the VM is stopped (HANGUP) [default: 30, or
+    /// 300 when micro-vmm itself runs in a VM].
+    #[arg(long, value_name = "SECS", requires = "app")]
+    pub hangup_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +199,13 @@ where
 {
     let matches = Cli::command().try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    if let (Command::Run(run), Some(("run", m))) = (&mut cli.command, matches.subcommand()) {
+    if cli.command.is_none() && cli.app.app.is_none() {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "give a subcommand or --app APK IDSIG CONFIG_PATH",
+        ));
+    }
+    if let (Some(Command::Run(run)), Some(("run", m))) = (&mut cli.command, matches.subcommand()) {
         let mut disks: Vec<(usize, DiskConfig)> = Vec::new();
         for (id, writable) in [("disk", false), ("rwdisk", true)] {
             if let (Some(paths), Some(idx)) = (m.get_many::<PathBuf>(id), m.indices_of(id)) {
@@ -259,7 +332,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<VmConfig, String> {
         let cli = parse_from(args).map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command else {
+        let Some(Command::Run(run)) = cli.command else {
             return Err("not run".into());
         };
         VmConfig::try_from(*run).map_err(|e| e.to_string())
@@ -310,7 +383,7 @@ mod tests {
             "10M",
         ])
         .unwrap();
-        let Command::CreatePartition { kind, path, size } = cli.command else {
+        let Some(Command::CreatePartition { kind, path, size }) = cli.command else {
             panic!("not create-partition");
         };
         assert_eq!(
@@ -320,11 +393,11 @@ mod tests {
         let cli = parse_from(["micro-vmm", "create-partition", "/r", "4096"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::CreatePartition {
+            Some(Command::CreatePartition {
                 kind: PartitionType::Raw,
                 size: 4096,
                 ..
-            }
+            })
         ));
         assert!(parse_from(["micro-vmm", "create-partition", "-t", "qcow2", "/r", "1"]).is_err());
         assert!(parse_from(["micro-vmm", "create-partition", "/r", "10X"]).is_err());

@@ -1,7 +1,7 @@
 //! The guest OS an app runs on: an OS config in vmconfig format (`resources/os/<name>.json`,
 //! built into the binary) whose relative paths point into the guest-asset directory.
 //!
-//! The guest-asset directory holds what `scripts/build-guest` produces (`vmlinuz`,
+//! The guest-asset directory holds what `scripts/build-guest` produces (`vmlinux`,
 //! `initrd.img`): `--guest-dir DIR`, else `$MICRO_VMM_GUEST_DIR`, else
 //! `$XDG_CACHE_HOME/micro-vmm/guest` (`~/.cache/micro-vmm/guest`). `--os-config FILE` replaces
 //! the built-in config; its relative paths resolve against the file's own directory, as for
@@ -134,7 +134,7 @@ mod tests {
 
     fn assets() -> TempDir {
         let d = TempDir::new("os");
-        d.file("vmlinuz", b"k");
+        d.file("vmlinux", b"k");
         d.file("initrd.img", b"i");
         d
     }
@@ -152,7 +152,7 @@ mod tests {
         else {
             panic!("not a kernel")
         };
-        assert_eq!(kernel, d.path().join("vmlinuz"));
+        assert_eq!(kernel, d.path().join("vmlinux"));
         assert_eq!(initrd, Some(d.path().join("initrd.img")));
         assert!(cmdline.contains("console=ttyS0"));
         assert_eq!(
@@ -166,7 +166,7 @@ mod tests {
         let d = TempDir::new("os-empty");
         let e = load("", None, d.path()).unwrap_err().to_string();
         assert!(
-            e.contains("kernel") && e.contains("vmlinuz") && e.contains("build-guest"),
+            e.contains("kernel") && e.contains("vmlinux") && e.contains("build-guest"),
             "{e}"
         );
         let e = load("android", None, d.path()).unwrap_err().to_string();
@@ -179,12 +179,12 @@ mod tests {
         let cfg = d.path().join("my-os.json");
         std::fs::write(
             &cfg,
-            r#"{"kernel": "vmlinuz", "params": "quiet", "platform_version": "~1.0"}"#,
+            r#"{"kernel": "vmlinux", "params": "quiet", "platform_version": "~1.0"}"#,
         )
         .unwrap();
         let os = load("ignored", Some(&cfg), Path::new("/nonexistent")).unwrap();
         assert!(
-            matches!(os.boot, BootSource::Kernel { kernel, .. } if kernel == d.path().join("vmlinuz"))
+            matches!(os.boot, BootSource::Kernel { kernel, .. } if kernel == d.path().join("vmlinux"))
         );
         std::fs::write(
             &cfg,

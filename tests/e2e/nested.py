@@ -261,6 +261,54 @@ def l2_initrd(kernel, initrd_id, extra_bins=None):
     return gzip.compress(c.finish(), compresslevel=6)
 
 
+def build_agent():
+    """The static guest agent (micro-vmm-agent), built from this repo."""
+    env = dict(os.environ)
+    env["RUSTFLAGS"] = env.get("RUSTFLAGS", "") + " -C target-feature=+crt-static"
+    run(["cargo", "build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu",
+         "--bin", "micro-vmm-agent"], cwd=ROOT, env=env)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "x86_64-unknown-linux-gnu/release/micro-vmm-agent")
+
+
+def app_initrd(kernel, agent):
+    """The app guest's initramfs: the agent as /init (and /bin/vm_payload), busybox (the
+    payload's /bin/sh, and mke2fs for the storage), the modules of resources/guest/app-modules
+    in load order."""
+    c = Cpio()
+    for d in ("bin", "sbin", "dev", "proc", "sys", "run", "tmp", "mnt", "lib/modules"):
+        c.dir(d)
+    c.file("init", open(agent, "rb").read(), 0o755)
+    c.symlink("bin/vm_payload", "/init")
+    c.file("bin/busybox", open(busybox(), "rb").read(), 0o755)
+    for applet in ("sh", "cat", "echo", "ls", "sleep", "mke2fs"):
+        c.symlink(f"bin/{applet}", "busybox")
+    wanted = [l.strip() for l in open(os.path.join(ROOT, "resources/guest/app-modules"))
+              if l.strip() and not l.startswith("#")]
+    order = kernel.modules_in_load_order(wanted)
+    for m in order:
+        c.file(f"lib/modules/{m}.ko", kernel.module_bytes(m))
+    c.file("lib/modules/order", ("\n".join(order) + "\n").encode())
+    return gzip.compress(c.finish(), compresslevel=6)
+
+
+def write_app_guest(dest):
+    """The app guest's assets in `dest`, as the built-in OS config names them: vmlinux (ELF,
+    the faster boot), vmlinuz (bzImage) and initrd.img."""
+    kernel = Kernel(kernel_package())
+    os.makedirs(dest, exist_ok=True)
+    data = app_initrd(kernel, build_agent())
+    for name, content in (("vmlinux", kernel.vmlinux), ("vmlinuz", kernel.bzimage),
+                          ("initrd.img", data)):
+        tmp = os.path.join(dest, name + ".tmp")
+        if isinstance(content, bytes):
+            open(tmp, "wb").write(content)
+        else:
+            shutil.copyfile(content, tmp)
+        os.replace(tmp, os.path.join(dest, name))
+    return kernel
+
+
 def build_static_vmm():
     """The static micro-vmm to test: $MICRO_VMM_BIN if set (a prebuilt static binary), else
     built with scripts/build-static."""
@@ -423,6 +471,46 @@ def guest_files():
     }
 
 
+def run_app(args, timeout):
+    """`micro-vmm --app APK IDSIG CONFIG [FLAGS]`: on a VMX/SVM host directly (the guest in
+    ~/.cache/micro-vmm/guest); otherwise inside the nested test host, with the APK and the
+    guest copied into L1 and the idsig written back here. Returns micro-vmm's exit code."""
+    if len(args) < 3:
+        raise NestedError("usage: nested.py app APK IDSIG CONFIG_PATH [micro-vmm flags]")
+    apk, idsig, config_path, flags = args[0], args[1], args[2], args[3:]
+    guest = os.path.join(CACHE, "guest")
+    kernel = write_app_guest(guest)
+    if hardware_kvm():
+        log("hardware KVM: running micro-vmm --app directly")
+        cmd = [build_static_vmm(), "--app", apk, idsig, config_path, "--guest-dir", guest]
+        return subprocess.run(cmd + flags).returncode
+    log("no VMX/SVM here: running micro-vmm --app inside the nested test host "
+        "(QEMU TCG; the console appears when L1 finishes)")
+    files = {"vmlinux": os.path.join(guest, "vmlinux"),
+             "initrd.img": os.path.join(guest, "initrd.img"),
+             "app.apk": apk}
+    have_idsig = os.path.exists(idsig) and os.path.getsize(idsig) > 0
+    if have_idsig:
+        files["app.idsig"] = idsig
+    quoted = " ".join("'" + x.replace("'", "'\\''") + "'" for x in flags)
+    script = (("" if have_idsig else ": > $L2/app.idsig\n") +
+              f'"$MVMM" --app $L2/app.apk $L2/app.idsig \'{config_path}\' --guest-dir $L2 '
+              f'{quoted} < /dev/null > $TMP/run.out 2>&1; rc=$?\n'
+              'sed "s/^/| /" $TMP/run.out\necho "=== micro-vmm exit $rc"\n'
+              'echo "=== idsig $(od -An -tx1 -v $L2/app.idsig | tr -d \' \\n\')"\n')
+    text = run_nested(kernel, files, script, timeout)
+    print("\n".join(l[2:] for l in text.splitlines() if l.startswith("| ")))
+    m = re.search(r"^=== idsig ([0-9a-f]*)", text, re.M)
+    if m and m.group(1) and not have_idsig:
+        with open(idsig, "wb") as f:
+            f.write(bytes.fromhex(m.group(1)))
+    m = re.search(r"^=== micro-vmm exit (\d+)", text, re.M)
+    if not m:
+        print("\n".join(text.splitlines()[-30:]))
+        return 1
+    return int(m.group(1))
+
+
 def main(argv):
     import argparse
     ap = argparse.ArgumentParser(
@@ -436,7 +524,21 @@ def main(argv):
                        "the directory holding bzImage, vmlinux and initrd.gz")
     r.add_argument("--timeout", type=int, default=900)
     r.add_argument("args", nargs=argparse.REMAINDER)
+    g = sub.add_parser("guest", help="build the app guest (kernel, initramfs with the agent) "
+                       "into DIR (default: ~/.cache/micro-vmm/guest)")
+    g.add_argument("dir", nargs="?", default=os.path.join(CACHE, "guest"))
+    ap_ = sub.add_parser("app", help="run `micro-vmm --app APK IDSIG CONFIG_PATH [FLAGS]` "
+                         "where Linux boots: directly on VMX/SVM hosts, otherwise in the "
+                         "nested test host")
+    ap_.add_argument("--timeout", type=int, default=900)
+    ap_.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
+    if a.cmd == "guest":
+        write_app_guest(a.dir)
+        print(a.dir)
+        return 0
+    if a.cmd == "app":
+        return run_app([x for x in a.args if x != "--"], a.timeout)
     kernel, files = guest_files()
     if a.cmd == "prepare":
         os.makedirs(a.dir, exist_ok=True)

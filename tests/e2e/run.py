@@ -283,27 +283,12 @@ def scenarios():
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
-    ap.add_argument("--timeout", type=int, default=1500, help="wall-clock limit for all of it")
-    args = ap.parse_args()
-    todo = [s for s in scenarios() if args.only in s.name]
-    t0 = time.monotonic()
-    kernel = nested.Kernel(nested.kernel_package())
-    nested.log(f"guest kernel {kernel.pkg}")
-    vsock_tool = nested.build_example("vsock_tool")
-    l2 = {
-        "bzImage": kernel.bzimage,
-        "vmlinux": kernel.vmlinux,
-        "initrd.gz": nested.l2_initrd(kernel, "micro-vmm-e2e-initrd",
-                                      {"vsock_tool": vsock_tool}),
-        "vsock_tool": vsock_tool,
-        **disk_files(),
-    }
+def execute(kernel, l2, todo, timeout, head=""):
+    """Runs the scenarios `todo` with the files `l2` (in $L2) where Linux boots, after the
+    shell lines `head`; prints each verdict; returns (passed, failed)."""
     # $out in a feed refers to the scenario's own output file (set by `scenario`).
-    script = SCRIPT_HEAD + "\n".join(s.shell() for s in todo) + "\n"
-    text = nested.run_script(kernel, l2, script, args.timeout)
+    script = SCRIPT_HEAD + head + "\n".join(s.shell() for s in todo) + "\n"
+    text = nested.run_script(kernel, l2, script, timeout)
     results = parse(text, [s.name for s in todo])
     # A guest that hangs until the harness's timeout (exit 124/143) is run once more in a fresh
     # host: nested SVM under TCG occasionally loses an L2 interrupt. Both attempts are shown.
@@ -311,8 +296,8 @@ def main():
     retried = {}
     if hung:
         nested.log("retrying after a hang: " + ", ".join(s.name for s in hung))
-        again = SCRIPT_HEAD + "\n".join(s.shell() for s in hung) + "\n"
-        text2 = nested.run_script(kernel, l2, again, args.timeout)
+        again = SCRIPT_HEAD + head + "\n".join(s.shell() for s in hung) + "\n"
+        text2 = nested.run_script(kernel, l2, again, timeout)
         for name, r in parse(text2, [s.name for s in hung]).items():
             retried[name] = results[name]
             results[name] = r
@@ -338,6 +323,28 @@ def main():
                 for l in lines[-25:]:
                     print(f"    {kind}| {l}")
             failed += 1
+    return passed, failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    ap.add_argument("--timeout", type=int, default=1500, help="wall-clock limit for all of it")
+    args = ap.parse_args()
+    todo = [s for s in scenarios() if args.only in s.name]
+    t0 = time.monotonic()
+    kernel = nested.Kernel(nested.kernel_package())
+    nested.log(f"guest kernel {kernel.pkg}")
+    vsock_tool = nested.build_example("vsock_tool")
+    l2 = {
+        "bzImage": kernel.bzimage,
+        "vmlinux": kernel.vmlinux,
+        "initrd.gz": nested.l2_initrd(kernel, "micro-vmm-e2e-initrd",
+                                      {"vsock_tool": vsock_tool}),
+        "vsock_tool": vsock_tool,
+        **disk_files(),
+    }
+    passed, failed = execute(kernel, l2, todo, args.timeout)
     print(f"e2e wall time {time.monotonic() - t0:.0f} s")
     print(f"e2e: {passed} passed, {failed} failed")
     return 1 if failed else 0

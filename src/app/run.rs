@@ -1,0 +1,447 @@
+//! One `--app` run, start to end: payload disk, VM, lifecycle, stop reason, exit code.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::api::{BootSource, InputSource, OutputTarget, VmConfig, VsockConfig};
+use crate::lifecycle::protocol::GuestEvent;
+use crate::lifecycle::{ErrorCode, LIFECYCLE_PORT, StopReason};
+use crate::payload::config::VmPayloadConfig;
+use crate::payload::disk::{self, PayloadDiskSpec};
+use crate::payload::idsig::{IdsigUpdate, create_or_update_idsig};
+use crate::payload::metadata::{ApexPayload, Metadata};
+use crate::payload::partition::{
+    PartitionType, check_instance_image, create_partition, read_or_allocate_instance_id,
+};
+use crate::vmm::builder;
+use crate::vmm::exit::{ExitState, VmExit, code};
+
+use super::config::{AppConfig, INSTANCE_SIZE};
+use super::os;
+use super::service::{LifecycleService, Observer, PayloadOutcome};
+use super::workdir::WorkDir;
+use super::{AppError, exit_code};
+
+/// Longest failure string read back from the log port.
+const MAX_FAILURE_STRING: u64 = 4096;
+
+/// What the run prints (stderr) and returns.
+pub struct RunResult {
+    pub reason: StopReason,
+    pub outcome: PayloadOutcome,
+    pub exit_code: i32,
+}
+
+/// Everything the VM needs, built in the work directory.
+struct Prepared {
+    vm: VmConfig,
+    ttys1: PathBuf,
+}
+
+/// Runs the app; prints its events and the stop reason on stderr; returns the exit code
+/// (docs/app.md).
+pub fn run(cfg: &AppConfig) -> i32 {
+    // Stop signals are read by the VMM's signalfd; blocked from here on so that a SIGTERM
+    // during the build is not lost and every thread inherits the mask.
+    if let Err(e) = crate::vmm::signals::block_stop_signals() {
+        eprintln!("micro-vmm: cannot set the signal mask: {e}");
+        return code::ERROR;
+    }
+    let work = match WorkDir::create_in_tmp() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("micro-vmm: cannot create a private temporary directory: {e}");
+            return code::ERROR;
+        }
+    };
+    let prepared = match prepare(cfg, &work) {
+        Ok(p) => p,
+        Err(e) => return report_start_failure(&e),
+    };
+    let result = run_vm(cfg, &work, prepared);
+    eprintln!("micro-vmm: VM stopped: {}", result.reason.name());
+    result.exit_code
+    // `work` is removed here, on every path that reaches this point (signals included: the
+    // VMM turns them into a clean stop).
+}
+
+fn report_start_failure(e: &AppError) -> i32 {
+    match e {
+        AppError::InvalidPayloadConfig(_) => {
+            eprintln!(
+                "micro-vmm: error {}: {e}",
+                ErrorCode::PayloadInvalidConfig.name()
+            );
+            eprintln!(
+                "micro-vmm: VM stopped: {}",
+                StopReason::MicrodroidInvalidPayloadConfig.name()
+            );
+            exit_code::for_reason(StopReason::MicrodroidInvalidPayloadConfig)
+        }
+        _ => {
+            eprintln!("micro-vmm: cannot start the app: {e}");
+            if e.is_invalid_argument() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            }
+        }
+    }
+}
+
+/// Validates the inputs and builds the disks and the VM configuration.
+fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
+    // The payload config, read from the APK as Android's host does (for apexes, extra APKs).
+    let payload_config = VmPayloadConfig::from_apk(&cfg.apk, &cfg.config_path)?;
+
+    // idsigs: created or refreshed (Android's createOrUpdateIdsigFile).
+    refresh_idsig(&cfg.apk, &cfg.idsig)?;
+    let extra_apks: Vec<PathBuf> = payload_config
+        .extra_apks
+        .iter()
+        .map(|e| PathBuf::from(&e.path))
+        .collect();
+    if extra_apks.len() != cfg.extra_idsigs.len() {
+        return Err(AppError::ExtraIdsigCount {
+            apks: extra_apks.len(),
+            idsigs: cfg.extra_idsigs.len(),
+        });
+    }
+    for (apk, idsig) in extra_apks.iter().zip(&cfg.extra_idsigs) {
+        refresh_idsig(apk, idsig)?;
+    }
+
+    // APEXes, sorted by name as Android sorts them.
+    let mut apex_names: Vec<&str> = payload_config
+        .apexes
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    apex_names.sort_unstable();
+    apex_names.dedup();
+    let mut apex_files = Vec::new();
+    let mut apex_meta = Vec::new();
+    for (i, name) in apex_names.iter().enumerate() {
+        let path = find_apex(cfg.apex_dir.as_deref(), name)?;
+        let mtime = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        apex_meta.push(ApexPayload {
+            name: name.to_string(),
+            partition_name: disk::apex_label(i),
+            last_update_seconds: mtime,
+            is_factory: true,
+            ..Default::default()
+        });
+        apex_files.push(path);
+    }
+
+    // Instance image, instance id, storage.
+    let instance = match &cfg.instance {
+        Some(p) if p.exists() => {
+            check_instance_image(p)?;
+            p.clone()
+        }
+        Some(p) => {
+            create_partition(p, INSTANCE_SIZE, PartitionType::Instance)?;
+            p.clone()
+        }
+        None => {
+            let p = work.join("instance.img");
+            create_partition(&p, INSTANCE_SIZE, PartitionType::Instance)?;
+            p
+        }
+    };
+    if let Some(p) = &cfg.instance_id_file {
+        read_or_allocate_instance_id(p)?;
+    }
+    let storage = match &cfg.storage {
+        Some((p, _)) if p.exists() => Some(p.clone()),
+        Some((p, size)) => {
+            create_partition(p, *size, PartitionType::EncryptedStore)?;
+            Some(p.clone())
+        }
+        None => None,
+    };
+
+    let spec = PayloadDiskSpec {
+        metadata: Metadata::for_app(&cfg.config_path, &apex_meta).encode_framed()?,
+        apexes: apex_files,
+        apk: cfg.apk.clone(),
+        idsig: cfg.idsig.clone(),
+        extra_apks: extra_apks
+            .into_iter()
+            .zip(cfg.extra_idsigs.iter().cloned())
+            .collect(),
+    };
+    let payload_disk = disk::build(&spec, work.path())?;
+    let writable_disk = disk::writable_disk(&instance, storage.as_deref())?;
+
+    // The guest OS.
+    let guest_dir = os::guest_dir(cfg.guest_dir.as_deref());
+    let os = os::load(
+        payload_config.os_name(),
+        cfg.os_config.as_deref(),
+        &guest_dir,
+    )?;
+    let boot = match os.boot {
+        BootSource::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => BootSource::Kernel {
+            kernel,
+            initrd,
+            cmdline: guest_cmdline(&cmdline, cfg.debug),
+        },
+        fw @ BootSource::Firmware { .. } => fw,
+    };
+    let ttys1 = work.join("ttyS1");
+    let vm = VmConfig {
+        boot,
+        mem_mib: cfg
+            .mem_mib
+            .or(os.mem_mib)
+            .unwrap_or(crate::api::cli::DEFAULT_MEM_MIB),
+        vcpus: cfg.vcpus,
+        serial: cfg.serial.clone(),
+        log: OutputTarget::File(ttys1.clone()),
+        console_in: InputSource::None,
+        disks: vec![writable_disk, payload_disk],
+        mmio_cmdline: false,
+        vsock: Some(VsockConfig {
+            cid: cfg.cid,
+            uds: work.join("vsock.sock"),
+        }),
+    };
+    Ok(Prepared { vm, ttys1 })
+}
+
+fn refresh_idsig(apk: &Path, idsig: &Path) -> Result<(), AppError> {
+    match create_or_update_idsig(apk, idsig)? {
+        IdsigUpdate::Unchanged => {}
+        update => log::info!("{}: {update:?}", idsig.display()),
+    }
+    Ok(())
+}
+
+/// `<apex_dir>/<name>.apex`; a missing one is a config error naming the APEX.
+fn find_apex(dir: Option<&Path>, name: &str) -> Result<PathBuf, AppError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.starts_with('{')
+    {
+        return Err(AppError::BadApex {
+            name: name.to_string(),
+            reason: "not an APEX module name (micro-vmm has no {CLASSPATH} expansion)".into(),
+        });
+    }
+    let Some(dir) = dir else {
+        return Err(AppError::BadApex {
+            name: name.to_string(),
+            reason: "the config names an APEX; pass --apex-dir DIR holding <name>.apex".into(),
+        });
+    };
+    let path = dir.join(format!("{name}.apex"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(AppError::BadApex {
+            name: name.to_string(),
+            reason: format!("{} does not exist", path.display()),
+        })
+    }
+}
+
+/// The OS's kernel command line: without `quiet` for a debuggable VM.
+fn guest_cmdline(os_params: &str, debug: bool) -> String {
+    if debug {
+        os_params
+            .split_whitespace()
+            .filter(|w| *w != "quiet")
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        os_params.to_string()
+    }
+}
+
+fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared) -> RunResult {
+    let vmm = match builder::build(&p.vm) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("micro-vmm: cannot start the VM: {e}");
+            let outcome = PayloadOutcome::default();
+            let reason = StopReason::StartFailed;
+            return RunResult {
+                reason,
+                exit_code: exit_code::for_run(reason, &outcome),
+                outcome,
+            };
+        }
+    };
+    let exit: Arc<ExitState> = vmm.exit_handle();
+    let socket = work.join(&format!("vsock.sock_{LIFECYCLE_PORT}"));
+    let service = match LifecycleService::start(
+        &socket,
+        Arc::clone(&exit),
+        cfg.hangup_timeout,
+        print_events(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "micro-vmm: cannot serve the lifecycle socket {}: {e}",
+                socket.display()
+            );
+            let outcome = PayloadOutcome::default();
+            let reason = StopReason::StartFailed;
+            return RunResult {
+                reason,
+                exit_code: exit_code::for_run(reason, &outcome),
+                outcome,
+            };
+        }
+    };
+    eprintln!(
+        "micro-vmm: created VM for {} with CID {}",
+        cfg.apk.display(),
+        cfg.cid
+    );
+    let vm_exit = vmm.run();
+    let outcome = service.finish();
+    let failure = read_failure_string(&p.ttys1);
+    copy_log(&p.ttys1, &cfg.log);
+    log::info!("{}", vm_exit.describe());
+    let reason = stop_reason(&vm_exit, &failure, &outcome);
+    RunResult {
+        reason,
+        exit_code: exit_code::for_run(reason, &outcome),
+        outcome,
+    }
+}
+
+/// The stop reason: HANGUP when the watchdog fired, KILLED for a signal or a host stop, else
+/// Android's `death_reason` (failure string, then exit status).
+pub fn stop_reason(vm_exit: &VmExit, failure: &str, outcome: &PayloadOutcome) -> StopReason {
+    if outcome.hangup {
+        return StopReason::Hangup;
+    }
+    match vm_exit {
+        VmExit::Signal(_) | VmExit::Killed(_) => StopReason::Killed,
+        other => StopReason::from_exit(failure, Some(other.exit_code())),
+    }
+}
+
+/// Prints each accepted event on stderr, as it happens.
+fn print_events() -> Observer {
+    Box::new(|event| match event {
+        GuestEvent::Hello { .. } => log::info!("guest agent connected"),
+        GuestEvent::Started => eprintln!("micro-vmm: payload started"),
+        GuestEvent::Ready => eprintln!("micro-vmm: payload ready"),
+        GuestEvent::Finished { exit_code } => {
+            eprintln!("micro-vmm: payload finished with exit code {exit_code}")
+        }
+        GuestEvent::Error { code, message } => {
+            eprintln!("micro-vmm: error {}: {message}", code.name())
+        }
+    })
+}
+
+/// The failure string the guest wrote to ttyS1 (bounded; empty when none).
+fn read_failure_string(path: &Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(MAX_FAILURE_STRING).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
+/// Copies the log port's output to the user's `--log` target.
+fn copy_log(from: &Path, to: &OutputTarget) {
+    let Ok(data) = std::fs::read(from) else {
+        return;
+    };
+    let result = match to {
+        OutputTarget::None => Ok(()),
+        OutputTarget::Stdout => std::io::stdout().write_all(&data),
+        OutputTarget::File(p) => std::fs::write(p, &data),
+    };
+    if let Err(e) = result {
+        log::warn!("cannot write the log port's output: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::ResetCause;
+
+    #[test]
+    fn stop_reasons() {
+        let o = PayloadOutcome::default();
+        assert_eq!(stop_reason(&VmExit::PowerOff, "", &o), StopReason::Shutdown);
+        assert_eq!(
+            stop_reason(
+                &VmExit::PowerOff,
+                "MICRODROID_PAYLOAD_VERIFICATION_FAILED",
+                &o
+            ),
+            StopReason::MicrodroidPayloadVerificationFailed
+        );
+        assert_eq!(
+            stop_reason(&VmExit::Signal(libc::SIGTERM), "", &o),
+            StopReason::Killed
+        );
+        assert_eq!(
+            stop_reason(&VmExit::Reset(ResetCause::TripleFault), "", &o),
+            StopReason::Reboot
+        );
+        assert_eq!(
+            stop_reason(&VmExit::Crash("x".into()), "", &o),
+            StopReason::Crash
+        );
+        assert_eq!(
+            stop_reason(&VmExit::GuestPanic, "", &o),
+            StopReason::Unknown
+        );
+        let hung = PayloadOutcome {
+            hangup: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            stop_reason(&VmExit::Killed("hangup".into()), "", &hung),
+            StopReason::Hangup
+        );
+    }
+
+    #[test]
+    fn debug_drops_quiet() {
+        assert_eq!(
+            guest_cmdline("console=ttyS0 quiet panic=-1", true),
+            "console=ttyS0 panic=-1"
+        );
+        assert_eq!(
+            guest_cmdline("console=ttyS0 quiet", false),
+            "console=ttyS0 quiet"
+        );
+    }
+
+    #[test]
+    fn apex_lookup() {
+        let t = crate::disk::testutil::TempDir::new("apex");
+        t.file("com.android.foo.apex", b"x");
+        assert!(find_apex(Some(t.path()), "com.android.foo").is_ok());
+        for bad in ["com.android.bar", "../x", "{CLASSPATH}", ""] {
+            let e = find_apex(Some(t.path()), bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(
+            find_apex(None, "com.android.foo")
+                .unwrap_err()
+                .to_string()
+                .contains("--apex-dir")
+        );
+    }
+}
