@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use crate::api::vmconfig::VmConfigError;
 use crate::payload::PayloadError;
+use crate::payload::apk::ApkError;
 use crate::payload::config::ConfigError as PayloadConfigError;
 use crate::payload::idsig::IdsigError;
 use crate::payload::metadata::MetadataError;
@@ -30,6 +31,8 @@ pub enum AppError {
     BadFlag { flag: &'static str, reason: String },
     #[error("invalid payload config: {0}")]
     InvalidPayloadConfig(#[from] PayloadConfigError),
+    #[error(transparent)]
+    Apk(ApkError),
     #[error(transparent)]
     Idsig(#[from] IdsigError),
     #[error(transparent)]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::api::{BootSource, InputSource, OutputTarget, VmConfig, VsockConfig};
 use crate::lifecycle::protocol::GuestEvent;
 use crate::lifecycle::{ErrorCode, LIFECYCLE_PORT, StopReason};
-use crate::payload::config::VmPayloadConfig;
+use crate::payload::apk::ApkError;
+use crate::payload::config::{ConfigError as PayloadConfigError, VmPayloadConfig};
 use crate::payload::disk::{self, PayloadDiskSpec};
 use crate::payload::idsig::{IdsigUpdate, create_or_update_idsig};
 use crate::payload::metadata::{ApexPayload, Metadata};
@@ -93,7 +94,19 @@ fn report_start_failure(e: &AppError) -> i32 {
 /// Validates the inputs and builds the disks and the VM configuration.
 fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
     // The payload config, read from the APK as Android's host does (for apexes, extra APKs).
-    let payload_config = VmPayloadConfig::from_apk(&cfg.apk, &cfg.config_path)?;
+    // An APK that cannot be read at all is a bad argument; a config that is missing or wrong
+    // inside a readable APK is Android's invalid payload config.
+    let payload_config =
+        VmPayloadConfig::from_apk(&cfg.apk, &cfg.config_path).map_err(|e| match e {
+            PayloadConfigError::Apk(
+                a @ (ApkError::Open { .. }
+                | ApkError::NotAFile { .. }
+                | ApkError::Empty { .. }
+                | ApkError::NotAZip { .. }
+                | ApkError::Io { .. }),
+            ) => AppError::Apk(a),
+            other => AppError::InvalidPayloadConfig(other),
+        })?;
 
     // idsigs: created or refreshed (Android's createOrUpdateIdsigFile).
     refresh_idsig(&cfg.apk, &cfg.idsig)?;

@@ -1,7 +1,8 @@
 /* main.c — entry point of the probe guest's C part: prints PROBE-UP, runs the
  * `probe=<name>` tokens of the command line in order, then the last
  * `exit=<action>` (default poweroff). Also implements `probe=echo` and
- * `probe=log` (a line to COM2, the log port) and `probe=flood` (100 KB of output). */
+ * `probe=log` (a line to COM2, the log port), `probe=fail` (Android's failure string on
+ * COM2) and `probe=flood` (100 KB of output). */
 #include "probe.h"
 
 static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
@@ -77,6 +78,10 @@ static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 	} else if (token_is(name, n, "log")) {
 		log_put_str("LOG hello from ttyS1\n");
 		put_str("LOG sent\n");
+	} else if (token_is(name, n, "fail")) {
+		/* What the app guest's agent writes to ttyS1 before powering off on an error. */
+		log_put_str("MICRODROID_INVALID_PAYLOAD_CONFIG");
+		put_str("FAIL sent\n");
 	} else {
 		put_str("PROBE-ERROR unknown probe ");
 		put_strn(name, n);
