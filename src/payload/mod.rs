@@ -8,3 +8,10 @@
 //!
 //! Everything read here is untrusted: APKs, idsigs, config JSON and metadata. Errors name the
 //! file and the field; memory and time are bounded; nothing panics.
+
+pub mod apk;
+pub mod config;
+pub mod metadata;
+
+#[cfg(test)]
+pub(crate) mod testutil;
