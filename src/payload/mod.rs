@@ -11,6 +11,7 @@
 
 pub mod apk;
 pub mod config;
+pub mod idsig;
 pub mod metadata;
 
 #[cfg(test)]

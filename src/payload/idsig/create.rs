@@ -1,0 +1,141 @@
+//! Writing idsigs: `micro-vmm create-idsig` and Android's `createOrUpdateIdsigFile`.
+//!
+//! The hashing info and Merkle tree are what `apksigner sign --v4-signing-enabled true`
+//! writes for the same APK: SHA-256, 4 KiB blocks, no salt, the tree over the whole file.
+//! The signing info is what Android 14's `V4Signature::create` writes: the APK's content
+//! digest and its signature algorithm ID (v3 block, else v2; see [`super::apk_sig`]), the
+//! certificate, public key and signature left empty. An APK without a signature block gets
+//! Android 13's signing info (all empty, algorithm 0x0301).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::IdsigError;
+use super::apk_sig::apk_digest;
+use super::format::{HashingInfo, Idsig, SigningInfo};
+use super::hashtree::{HashTree, input_len};
+
+/// What [`create_or_update_idsig`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsigUpdate {
+    /// There was no idsig (or an empty file): it was written.
+    Created,
+    /// The idsig did not parse or was for another APK: it was rewritten.
+    Rewritten,
+    /// The idsig parsed and its `apk_digest` is the APK's: left alone.
+    Unchanged,
+}
+
+/// The signing info for `apk`: its signer's digest and algorithm, or Android 13's defaults
+/// when it has no v2/v3 signature.
+fn signing_info(apk: &Path) -> Result<SigningInfo, IdsigError> {
+    Ok(match apk_digest(apk)? {
+        Some(d) => SigningInfo {
+            apk_digest: d.digest,
+            signature_algorithm_id: d.signature_algorithm_id,
+            ..SigningInfo::default()
+        },
+        None => SigningInfo::default(),
+    })
+}
+
+/// The idsig for the APK at `apk` (a regular file), without writing it.
+pub fn build_idsig(apk: &Path) -> Result<Idsig, IdsigError> {
+    let file = File::open(apk).map_err(|source| IdsigError::Open {
+        path: apk.to_path_buf(),
+        source,
+    })?;
+    let is_file = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !is_file {
+        return Err(IdsigError::NotAFile {
+            path: apk.to_path_buf(),
+        });
+    }
+    let len = input_len(&file, apk)?;
+    let tree = HashTree::from_file(&file, apk, len, &[])?;
+    Ok(Idsig {
+        hashing_info: HashingInfo {
+            salt: Vec::new(),
+            raw_root_hash: tree.root_hash,
+        },
+        signing_info: signing_info(apk)?,
+        merkle_tree: tree.tree,
+    })
+}
+
+/// Writes the idsig of `apk` to `out`, through a temporary file beside it that is renamed
+/// over `out` (a reader never sees half a file). Returns what was written.
+pub fn create_idsig(apk: &Path, out: &Path) -> Result<Idsig, IdsigError> {
+    let idsig = build_idsig(apk)?;
+    write_atomically(out, &idsig.to_bytes()?)?;
+    Ok(idsig)
+}
+
+/// Android's `createOrUpdateIdsigFile` (Android 14+): a missing or empty `idsig` is created;
+/// one that parses and whose `apk_digest` is the APK's is left alone; anything else is
+/// rewritten. An APK without a v2/v3 signature has no digest to compare, so its idsig is
+/// always rewritten (Android 14 refuses such APKs instead).
+pub fn create_or_update_idsig(apk: &Path, idsig: &Path) -> Result<IdsigUpdate, IdsigError> {
+    let existing_len = match fs::metadata(idsig) {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(IdsigError::Open {
+                path: idsig.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let update = match existing_len {
+        None | Some(0) => IdsigUpdate::Created,
+        Some(_) => {
+            let digest = signing_info(apk)?.apk_digest;
+            match Idsig::load(idsig) {
+                Ok(old) if !digest.is_empty() && old.signing_info.apk_digest == digest => {
+                    return Ok(IdsigUpdate::Unchanged);
+                }
+                Ok(_) => IdsigUpdate::Rewritten,
+                Err(e) => {
+                    log::info!("rewriting {}: {e}", idsig.display());
+                    IdsigUpdate::Rewritten
+                }
+            }
+        }
+    };
+    create_idsig(apk, idsig)?;
+    Ok(update)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it to `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdsigError> {
+    let write_err = |source| IdsigError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Some(name) = path.file_name() else {
+        return Err(write_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        )));
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp: PathBuf = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
+    Ok(())
+}
