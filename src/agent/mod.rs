@@ -29,6 +29,9 @@ pub mod run;
 pub mod system;
 pub mod task;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;

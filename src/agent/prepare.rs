@@ -355,3 +355,159 @@ pub fn prepare_storage(
     crate::agent_log!("storage {dev:?} mounted at {mount_point:?}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::testutil::idsig_of;
+    use crate::disk::testutil::TempDir;
+    use crate::payload::metadata::PayloadConfig;
+
+    fn dir_with_host(name: &str) -> TempDir {
+        let dir = TempDir::new(name);
+        std::fs::create_dir_all(dir.path().join("host")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn idsig_partitions_may_be_zero_padded_only() {
+        let dir = dir_with_host("agent-idsig-pad");
+        let apk = crate::payload::testutil::zip_of(&[("a", &[7u8; 10_000][..])]);
+        let idsig = idsig_of(&dir, &apk);
+        let expected = Idsig::parse(&idsig, "x").unwrap();
+
+        let exact = dir.file("exact", &idsig);
+        assert_eq!(read_idsig_partition(&exact, "l").unwrap(), expected);
+        let mut padded = idsig.clone();
+        padded.resize(idsig.len().next_multiple_of(4096), 0);
+        let padded = dir.file("padded", &padded);
+        assert_eq!(read_idsig_partition(&padded, "l").unwrap(), expected);
+
+        let mut dirty = idsig.clone();
+        dirty.extend_from_slice(&[0, 0, 1, 0]);
+        let mut long_pad = idsig.clone();
+        long_pad.resize(idsig.len() + 4096, 0);
+        for (name, bytes, needle) in [
+            ("dirty", dirty, "not zero padding"),
+            ("long-pad", long_pad, "not zero padding"),
+            ("truncated", idsig[..idsig.len() - 5].to_vec(), "remain"),
+            ("empty", vec![0u8; 4096], "version"),
+            ("garbage", vec![0xffu8; 64], "idsig"),
+        ] {
+            let path = dir.file(name, &bytes);
+            let err = read_idsig_partition(&path, "microdroid-apk").unwrap_err();
+            assert_eq!(
+                err.error_code(),
+                crate::lifecycle::ErrorCode::PayloadVerificationFailed
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("microdroid-apk") && text.contains(needle),
+                "{name}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_hash_covers_the_whole_partition() {
+        let dir = dir_with_host("agent-verify");
+        // Incompressible, so the APK spans several 4 KiB blocks and the idsig has a tree.
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let apk = crate::payload::testutil::zip_of(&[("a", &noise[..])]);
+        assert!(apk.len() > 3 * 4096);
+        let idsig = dir.file("idsig", &idsig_of(&dir, &apk));
+        let mut padded = apk.clone();
+        padded.resize(apk.len().next_multiple_of(4096), 0);
+        let ok = dir.file("apk-padded", &padded);
+        verify_apk("microdroid-apk", &ok, &idsig).unwrap();
+        // A whole extra block of zeros is a different payload.
+        padded.resize(padded.len() + 4096, 0);
+        let longer = dir.file("apk-longer", &padded);
+        let err = verify_apk("microdroid-apk", &longer, &idsig).unwrap_err();
+        assert!(matches!(err, AgentError::Verification { .. }), "{err}");
+        // An unreadable device is not a verification failure.
+        let err = verify_apk("microdroid-apk", &dir.path().join("nope"), &idsig).unwrap_err();
+        assert_eq!(err.error_code(), crate::lifecycle::ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn config_paths_stay_inside_the_apk() {
+        let with = |p: &str| Metadata {
+            payload: Some(PayloadSource::ConfigPath(p.into())),
+            ..Metadata::default()
+        };
+        assert_eq!(
+            config_relative_path(&with("/mnt/apk/assets/vm_config.json")).unwrap(),
+            PathBuf::from("assets/vm_config.json")
+        );
+        for bad in [
+            "/mnt/apk/../../etc/passwd",
+            "/mnt/apk/",
+            "/mnt/apk//etc/passwd",
+            "/etc/passwd",
+            "mnt/apk/x.json",
+            "/mnt/apkx/y.json",
+        ] {
+            let err = config_relative_path(&with(bad)).unwrap_err();
+            assert_eq!(
+                err.error_code(),
+                crate::lifecycle::ErrorCode::PayloadInvalidConfig
+            );
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        let binary = Metadata {
+            payload: Some(PayloadSource::Config(PayloadConfig {
+                payload_binary_name: "libx.so".into(),
+                extra_apk_count: 0,
+            })),
+            ..Metadata::default()
+        };
+        let err = config_relative_path(&binary).unwrap_err().to_string();
+        assert!(
+            err.contains("libx.so") && err.contains("microdroid_launcher"),
+            "{err}"
+        );
+        let err = config_relative_path(&Metadata::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config_path"), "{err}");
+    }
+
+    #[test]
+    fn oversized_configs_are_refused() {
+        let dir = dir_with_host("agent-config-size");
+        let apk_dir = dir.path().join("apk");
+        std::fs::create_dir_all(apk_dir.join("assets")).unwrap();
+        let mut big = b"{\"task\":{\"type\":\"executable\",\"command\":\"/bin/true\"}}".to_vec();
+        big.resize(MAX_CONFIG_SIZE as usize + 1, b' ');
+        std::fs::write(apk_dir.join("assets/vm_config.json"), &big).unwrap();
+        let metadata = Metadata::for_app("assets/vm_config.json", &[]);
+        let err = read_config(&metadata, &apk_dir).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        big.truncate(MAX_CONFIG_SIZE as usize);
+        std::fs::write(apk_dir.join("assets/vm_config.json"), &big).unwrap();
+        assert!(read_config(&metadata, &apk_dir).unwrap().task.is_some());
+    }
+
+    #[test]
+    fn metadata_errors_name_the_partition() {
+        let dir = TempDir::new("agent-metadata");
+        let bad = dir.file("vda1", &[0, 0, 0, 200, 1, 2, 3]);
+        let err = read_metadata(&bad).unwrap_err().to_string();
+        assert!(err.contains("vda1") && err.contains("truncated"), "{err}");
+        let good = dir.file(
+            "vda2",
+            &Metadata::for_app("a.json", &[]).encode_framed().unwrap(),
+        );
+        assert_eq!(
+            read_metadata(&good).unwrap().config_path_in_apk(),
+            Some("a.json")
+        );
+    }
+}

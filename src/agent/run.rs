@@ -211,3 +211,431 @@ fn start_waiter(pid: i32, reap_all: bool, tx: Sender<Signal>) -> Result<(), Agen
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::ready::notify_ready;
+    use crate::agent::testutil::{
+        FakeGuest, FakeSystem, add_partition, app_apk, exec_config, idsig_of,
+    };
+    use crate::lifecycle::protocol::decode_event;
+    use crate::payload::metadata::Metadata;
+    use std::fs;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
+    use std::thread::JoinHandle;
+
+    /// The host's end of the connection.
+    struct TestHost {
+        reader: BufReader<UnixStream>,
+        writer: UnixStream,
+    }
+
+    impl TestHost {
+        /// The next event; `None` once the agent has shut its side down.
+        fn next(&mut self) -> Option<GuestEvent> {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("an event in time");
+            if line.is_empty() {
+                return None;
+            }
+            assert!(line.ends_with('\n'), "{line:?}");
+            Some(decode_event(line.trim_end().as_bytes()).unwrap())
+        }
+
+        fn shutdown_request(&mut self) {
+            self.writer
+                .write_all(b"{\"request\":\"shutdown\"}\n")
+                .unwrap();
+        }
+    }
+
+    type Agent = JoinHandle<(Outcome, FakeGuest, FakeSystem)>;
+
+    fn start(guest: FakeGuest, sys: FakeSystem) -> (TestHost, Agent) {
+        let (agent_end, host_end) = UnixStream::pair().unwrap();
+        host_end
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let host = TestHost {
+            reader: BufReader::new(host_end.try_clone().unwrap()),
+            writer: host_end,
+        };
+        let agent = std::thread::spawn(move || {
+            let outcome = run(&guest.cfg, &sys, agent_end);
+            (outcome, guest, sys)
+        });
+        (host, agent)
+    }
+
+    /// Runs the agent to the end with a host that only listens; returns the events.
+    fn run_to_end(
+        guest: FakeGuest,
+        sys: FakeSystem,
+    ) -> (Vec<GuestEvent>, Outcome, FakeGuest, FakeSystem) {
+        let (mut host, agent) = start(guest, sys);
+        let mut events = Vec::new();
+        while let Some(e) = host.next() {
+            events.push(e);
+        }
+        drop(host);
+        let (outcome, guest, sys) = agent.join().unwrap();
+        (events, outcome, guest, sys)
+    }
+
+    fn error_of(events: &[GuestEvent]) -> (ErrorCode, String) {
+        match events {
+            [
+                GuestEvent::Hello { version: 1 },
+                GuestEvent::Error { code, message },
+            ] => (*code, message.clone()),
+            other => panic!("expected hello and one error, got {other:?}"),
+        }
+    }
+
+    fn wait_for_file(path: &Path) {
+        let start = Instant::now();
+        while !path.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{path:?} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_payload_runs_signals_ready_and_finishes() {
+        let g = FakeGuest::new("agent-run-ok");
+        let go = g.dir.path().join("host/go");
+        let script = format!(
+            "#!/bin/sh\necho \"task says hi from $(pwd)\"\n\
+             while [ ! -e {} ]; do sleep 0.02; done\nexit 3\n",
+            go.display()
+        );
+        g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), &script));
+        let service = g.cfg.payload_service.clone();
+        let (mut host, agent) = start(g, FakeSystem::default());
+
+        assert_eq!(host.next(), Some(GuestEvent::Hello { version: 1 }));
+        assert_eq!(host.next(), Some(GuestEvent::Started));
+        // Two payload notifications: each is answered, the host hears one.
+        notify_ready(&service).unwrap();
+        notify_ready(&service).unwrap();
+        assert_eq!(host.next(), Some(GuestEvent::Ready));
+        fs::write(&go, b"").unwrap();
+        assert_eq!(host.next(), Some(GuestEvent::Finished { exit_code: 3 }));
+        assert_eq!(
+            host.next(),
+            None,
+            "the agent shuts its side down after the last event"
+        );
+        let closed = Instant::now();
+        drop(host);
+        let (outcome, g, sys) = agent.join().unwrap();
+        assert!(
+            closed.elapsed() < Duration::from_secs(1),
+            "delivery ends when the host closes"
+        );
+
+        assert_eq!(outcome, Outcome::Finished(3));
+        assert_eq!(outcome.failure_string(), None);
+        assert_eq!(sys.calls(), ["tmpfs apk", "ro apk"]);
+        assert!(
+            g.console()
+                .contains(&format!("task says hi from {}\n", g.cfg.apk_dir.display())),
+            "{}",
+            g.console()
+        );
+    }
+
+    #[test]
+    fn a_tampered_apk_never_runs() {
+        let g = FakeGuest::new("agent-run-tampered");
+        let ran = g.dir.path().join("host/ran");
+        let script = format!("#!/bin/sh\ntouch {}\n", ran.display());
+        let apk = app_apk(&exec_config(&g.in_apk("bin/task")), &script);
+        let mut other = apk.clone();
+        let last = other.len() - 30;
+        other[last] ^= 1;
+        g.metadata(&Metadata::for_app("assets/vm_config.json", &[]));
+        g.partition("microdroid-apk", &other);
+        g.partition("microdroid-apk-idsig", &idsig_of(&g.dir, &apk));
+
+        let (events, outcome, g, sys) = run_to_end(g, FakeSystem::default());
+        let (code, message) = error_of(&events);
+        assert_eq!(code, ErrorCode::PayloadVerificationFailed);
+        assert!(
+            message.contains("microdroid-apk") && message.contains("root hash"),
+            "{message}"
+        );
+        assert_eq!(
+            outcome.failure_string().as_deref(),
+            Some("MICRODROID_PAYLOAD_VERIFICATION_FAILED")
+        );
+        assert_eq!(sys.calls(), Vec::<String>::new(), "nothing was extracted");
+        assert!(!ran.exists());
+        drop(g);
+    }
+
+    #[test]
+    fn a_tampered_extra_apk_is_named() {
+        let g = FakeGuest::new("agent-run-extra-tampered");
+        g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), "#!/bin/sh\n"));
+        let extra = crate::payload::testutil::zip_of(&[("data.txt", b"extra")]);
+        g.partition("extra-apk-0", &extra);
+        g.partition("extra-idsig-0", &idsig_of(&g.dir, b"something else"));
+        let (events, outcome, _g, _sys) = run_to_end(g, FakeSystem::default());
+        let (code, message) = error_of(&events);
+        assert_eq!(code, ErrorCode::PayloadVerificationFailed);
+        assert!(message.contains("extra-apk-0"), "{message}");
+        assert!(matches!(outcome, Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn extra_apks_are_verified_and_extracted() {
+        let g = FakeGuest::new("agent-run-extra");
+        let config = format!(
+            r#"{{"task":{{"type":"executable","command":{:?}}},"extra_apks":[{{"path":"/data/extra.apk"}}]}}"#,
+            g.in_apk("bin/task").to_str().unwrap()
+        );
+        let script = "#!/bin/sh\nexec cat ../extra-apk/0/data.txt\n";
+        g.payload(&app_apk(&config, script));
+        g.apk_partitions(
+            "extra-apk-0",
+            "extra-idsig-0",
+            &crate::payload::testutil::zip_of(&[("data.txt", b"from the extra APK")]),
+        );
+        let (events, outcome, g, sys) = run_to_end(g, FakeSystem::default());
+        assert_eq!(outcome, Outcome::Finished(0), "{events:?}");
+        assert_eq!(
+            sys.calls(),
+            ["tmpfs apk", "ro apk", "tmpfs extra-apk", "ro extra-apk"]
+        );
+        assert!(
+            g.console().contains("from the extra APK"),
+            "{}",
+            g.console()
+        );
+
+        // The config and the disk disagree on the number of extra APKs.
+        let g = FakeGuest::new("agent-run-extra-count");
+        g.payload(&app_apk(&config, script));
+        let (events, _, _, _) = run_to_end(g, FakeSystem::default());
+        let (code, message) = error_of(&events);
+        assert_eq!(code, ErrorCode::Unknown);
+        assert!(message.contains("extra_apks"), "{message}");
+    }
+
+    #[test]
+    fn bad_configs_are_invalid_config_errors_naming_the_problem() {
+        let cases: [(&str, Option<Metadata>, &str); 6] = [
+            (
+                "{\"task\":{\"type\":\"executable\",\"command\":5}}",
+                None,
+                "task.command",
+            ),
+            (
+                "{\"task\":{\"type\":\"microdroid_launcher\",\"command\":\"libpayload.so\"}}",
+                None,
+                "microdroid_launcher",
+            ),
+            ("{}", None, "no task"),
+            (
+                "{\"task\":{\"type\":\"executable\",\"command\":\"/nonexistent/payload\"}}",
+                None,
+                "/nonexistent/payload",
+            ),
+            (
+                "{}",
+                Some(Metadata::for_app("assets/missing.json", &[])),
+                "/mnt/apk/assets/missing.json",
+            ),
+            (
+                "{}",
+                Some(Metadata::for_payload_binary("libpayload.so", 0)),
+                "microdroid_launcher",
+            ),
+        ];
+        for (config, metadata, needle) in cases {
+            let g = FakeGuest::new("agent-run-config");
+            match metadata {
+                None => g.payload(&app_apk(config, "#!/bin/sh\n")),
+                Some(m) => {
+                    g.metadata(&m);
+                    g.apk_partitions(
+                        "microdroid-apk",
+                        "microdroid-apk-idsig",
+                        &app_apk(config, "#!/bin/sh\n"),
+                    );
+                }
+            }
+            let (events, outcome, _g, _sys) = run_to_end(g, FakeSystem::default());
+            let (code, message) = error_of(&events);
+            assert_eq!(code, ErrorCode::PayloadInvalidConfig, "{message}");
+            assert!(message.contains(needle), "{needle}: {message}");
+            assert_eq!(
+                outcome.failure_string().as_deref(),
+                Some("MICRODROID_INVALID_PAYLOAD_CONFIG")
+            );
+        }
+    }
+
+    #[test]
+    fn missing_partitions_are_an_unknown_error_naming_them() {
+        let g = FakeGuest::new("agent-run-missing");
+        g.metadata(&Metadata::for_app("assets/vm_config.json", &[]));
+        let (events, outcome, _g, _sys) = run_to_end(g, FakeSystem::default());
+        let (code, message) = error_of(&events);
+        assert_eq!(code, ErrorCode::Unknown);
+        assert!(
+            message.contains("microdroid-apk") && message.contains("microdroid-apk-idsig"),
+            "{message}"
+        );
+        let reason = outcome.failure_string().unwrap();
+        assert!(
+            reason.starts_with("MICRODROID_UNKNOWN_RUNTIME_ERROR|partitions"),
+            "{reason}"
+        );
+    }
+
+    /// A payload whose script traps SIGTERM with `trap_action`, then loops.
+    fn looping_payload(name: &str, trap_action: &str) -> (FakeGuest, PathBuf) {
+        let g = FakeGuest::new(name);
+        let trapped = g.dir.path().join("host/trapped");
+        let script = format!(
+            "#!/bin/sh\ntrap '{trap_action}' TERM\ntouch {}\nwhile :; do sleep 0.05; done\n",
+            trapped.display()
+        );
+        g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), &script));
+        (g, trapped)
+    }
+
+    #[test]
+    fn shutdown_stops_the_task_with_sigterm() {
+        let (g, trapped) = looping_payload("agent-run-term", "exit 5");
+        let (mut host, agent) = start(g, FakeSystem::default());
+        assert_eq!(host.next(), Some(GuestEvent::Hello { version: 1 }));
+        assert_eq!(host.next(), Some(GuestEvent::Started));
+        wait_for_file(&trapped);
+        host.shutdown_request();
+        assert_eq!(host.next(), Some(GuestEvent::Finished { exit_code: 5 }));
+        assert_eq!(host.next(), None);
+        drop(host);
+        assert_eq!(agent.join().unwrap().0, Outcome::Finished(5));
+    }
+
+    #[test]
+    fn shutdown_kills_a_task_that_ignores_sigterm() {
+        let (g, trapped) = looping_payload("agent-run-kill", "");
+        let grace = g.cfg.kill_grace;
+        let (mut host, agent) = start(g, FakeSystem::default());
+        assert_eq!(host.next(), Some(GuestEvent::Hello { version: 1 }));
+        assert_eq!(host.next(), Some(GuestEvent::Started));
+        wait_for_file(&trapped);
+        let asked = Instant::now();
+        host.shutdown_request();
+        let code = 128 + libc::SIGKILL;
+        assert_eq!(host.next(), Some(GuestEvent::Finished { exit_code: code }));
+        assert!(asked.elapsed() >= grace);
+        drop(host);
+        assert_eq!(agent.join().unwrap().0, Outcome::Finished(code));
+    }
+
+    #[test]
+    fn shutdown_before_the_task_starts_cancels_it() {
+        let mut g = FakeGuest::new("agent-run-cancel");
+        g.cfg.partition_wait = Duration::from_secs(10);
+        let ran = g.dir.path().join("host/ran");
+        let apk = app_apk(
+            &exec_config(&g.in_apk("bin/task")),
+            &format!("#!/bin/sh\ntouch {}\n", ran.display()),
+        );
+        g.metadata(&Metadata::for_app("assets/vm_config.json", &[]));
+        let idsig = idsig_of(&g.dir, &apk);
+        let cfg = g.cfg.clone();
+        let (mut host, agent) = start(g, FakeSystem::default());
+        assert_eq!(host.next(), Some(GuestEvent::Hello { version: 1 }));
+        host.shutdown_request();
+        // The agent is still waiting for its partitions; give the request time to arrive.
+        std::thread::sleep(Duration::from_millis(200));
+        add_partition(&cfg, "vdb1", "microdroid-apk", &apk);
+        add_partition(&cfg, "vdb2", "microdroid-apk-idsig", &idsig);
+        assert_eq!(host.next(), None, "no started, no task");
+        drop(host);
+        let (outcome, g, _) = agent.join().unwrap();
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert_eq!(outcome.failure_string(), None);
+        assert!(!ran.exists());
+        drop(g);
+    }
+
+    #[test]
+    fn the_task_runs_on_when_the_host_goes_away() {
+        let g = FakeGuest::new("agent-run-host-gone");
+        let done = g.dir.path().join("host/done");
+        let script = format!("#!/bin/sh\nsleep 0.2\ntouch {}\nexit 4\n", done.display());
+        g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), &script));
+        let (mut host, agent) = start(g, FakeSystem::default());
+        assert_eq!(host.next(), Some(GuestEvent::Hello { version: 1 }));
+        drop(host);
+        let (outcome, _g, _) = agent.join().unwrap();
+        assert_eq!(outcome, Outcome::Finished(4));
+        assert!(done.exists());
+    }
+
+    #[test]
+    fn storage_is_formatted_once_then_mounted() {
+        let g = FakeGuest::new("agent-run-storage");
+        g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), "#!/bin/sh\n"));
+        let mut store = b"UNFORMATTED-STORAGE".to_vec();
+        store.resize(1 << 16, 0);
+        let dev = g.partition("encryptedstore", &store);
+        let name = dev.file_name().unwrap().to_str().unwrap().to_string();
+        let (_, outcome, g, sys) = run_to_end(g, FakeSystem::default());
+        assert_eq!(outcome, Outcome::Finished(0));
+        assert_eq!(
+            sys.calls(),
+            [
+                "tmpfs apk".to_string(),
+                "ro apk".into(),
+                format!("mke2fs {name}"),
+                format!("ext4 {name} encryptedstore"),
+            ]
+        );
+        assert_eq!(fs::read(&dev).unwrap()[..19], [0u8; 19]);
+
+        // Formatted already: mounted only. (A fresh guest over the same device contents.)
+        let g2 = FakeGuest::new("agent-run-storage-2");
+        g2.payload(&app_apk(
+            &exec_config(&g2.in_apk("bin/task")),
+            "#!/bin/sh\n",
+        ));
+        let dev2 = g2.partition("encryptedstore", &fs::read(&dev).unwrap());
+        drop(g);
+        let (_, outcome, _g2, sys) = run_to_end(g2, FakeSystem::default());
+        assert_eq!(outcome, Outcome::Finished(0));
+        let name2 = dev2.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(sys.calls()[2..], [format!("ext4 {name2} encryptedstore")]);
+
+        // Formatting fails: an error, and the mark stays for the next boot.
+        let g3 = FakeGuest::new("agent-run-storage-3");
+        g3.payload(&app_apk(
+            &exec_config(&g3.in_apk("bin/task")),
+            "#!/bin/sh\n",
+        ));
+        let dev3 = g3.partition("encryptedstore", &store);
+        let sys = FakeSystem {
+            fail_format: true,
+            ..FakeSystem::default()
+        };
+        let (events, outcome, _g3, _) = run_to_end(g3, sys);
+        let (code, message) = error_of(&events);
+        assert_eq!(code, ErrorCode::Unknown);
+        assert!(message.contains("mke2fs"), "{message}");
+        assert!(matches!(outcome, Outcome::Failed { .. }));
+        assert!(fs::read(&dev3).unwrap().starts_with(b"UNFORMATTED-STORAGE"));
+    }
+}
