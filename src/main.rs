@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use micro_vmm::api::VmConfig;
 use micro_vmm::api::cli::{self, Command, DiskCommand, RunArgs};
 use micro_vmm::disk;
+use micro_vmm::payload::partition::{self, PartitionType};
 use micro_vmm::vmm::builder;
 use micro_vmm::vmm::exit::code;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Run(args) => run(*args),
         Command::Disk(cmd) => disk_tool(cmd),
+        Command::CreatePartition { kind, path, size } => create_partition(kind, &path, size),
     };
     ExitCode::from(status as u8)
 }
@@ -69,6 +71,22 @@ fn disk_tool(cmd: DiskCommand) -> i32 {
     };
     match result {
         Ok(()) => 0,
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            code::INVALID_ARGS
+        }
+    }
+}
+
+fn create_partition(kind: PartitionType, path: &std::path::Path, size: u64) -> i32 {
+    match partition::create_partition(path, size, kind) {
+        Ok(len) => {
+            eprintln!(
+                "micro-vmm: created {kind} partition {} ({len} bytes)",
+                path.display()
+            );
+            0
+        }
         Err(e) => {
             eprintln!("micro-vmm: {e}");
             code::INVALID_ARGS

@@ -1,6 +1,7 @@
 //! Command-line parsing (clap) and its conversion into a validated [`VmConfig`].
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -9,6 +10,7 @@ use super::config::{
     VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem, validate_vcpus,
 };
 use super::vmconfig;
+use crate::payload::partition::{self, PartitionType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +30,18 @@ pub enum Command {
     /// Create, inspect or flatten disk images.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Create a writable partition image, as Android's `vm create-partition`: a sparse file
+    /// of SIZE rounded up to 4096 bytes, with the type's header (an existing file is replaced).
+    CreatePartition {
+        /// raw (zeros), instance (vm-instance header) or encryptedstore (unformatted storage).
+        #[arg(long = "type", short = 't', value_name = "TYPE", default_value = "raw",
+              value_parser = PartitionType::from_str)]
+        kind: PartitionType,
+        path: PathBuf,
+        /// Bytes, or a number with a K, M, G or T suffix (binary: 10M = 10 MiB).
+        #[arg(value_parser = partition::parse_size)]
+        size: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +293,38 @@ mod tests {
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--serial", "x"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", "/nonexistent"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn create_partition_arguments() {
+        let cli = parse_from([
+            "micro-vmm",
+            "create-partition",
+            "--type",
+            "instance",
+            "/i",
+            "10M",
+        ])
+        .unwrap();
+        let Command::CreatePartition { kind, path, size } = cli.command else {
+            panic!("not create-partition");
+        };
+        assert_eq!(
+            (kind, path, size),
+            (PartitionType::Instance, "/i".into(), 10 << 20)
+        );
+        let cli = parse_from(["micro-vmm", "create-partition", "/r", "4096"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::CreatePartition {
+                kind: PartitionType::Raw,
+                size: 4096,
+                ..
+            }
+        ));
+        assert!(parse_from(["micro-vmm", "create-partition", "-t", "qcow2", "/r", "1"]).is_err());
+        assert!(parse_from(["micro-vmm", "create-partition", "/r", "10X"]).is_err());
+        assert!(parse_from(["micro-vmm", "create-partition", "/r"]).is_err());
     }
 
     #[test]
