@@ -5,6 +5,7 @@
 //! it ends with a [`vmm::exit::VmExit`]. [`boot`] prepares guest memory and vCPU state,
 //! [`devices`] emulates what the guest talks to.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod boot;
