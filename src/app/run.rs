@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api::{BootSource, InputSource, OutputTarget, VmConfig, VsockConfig};
 use crate::lifecycle::protocol::GuestEvent;
@@ -43,6 +44,7 @@ struct Prepared {
 /// Runs the app; prints its events and the stop reason on stderr; returns the exit code
 /// (docs/app.md).
 pub fn run(cfg: &AppConfig) -> i32 {
+    let t0 = Instant::now();
     // Stop signals are read by the VMM's signalfd; blocked from here on so that a SIGTERM
     // during the build is not lost and every thread inherits the mask.
     if let Err(e) = crate::vmm::signals::block_stop_signals() {
@@ -60,7 +62,9 @@ pub fn run(cfg: &AppConfig) -> i32 {
         Ok(p) => p,
         Err(e) => return report_start_failure(&e),
     };
-    let result = run_vm(cfg, &work, prepared);
+    timing(t0, "payload disk built");
+    let result = run_vm(cfg, &work, prepared, t0);
+    timing(t0, "VM exited");
     eprintln!("micro-vmm: VM stopped: {}", result.reason.name());
     result.exit_code
     // `work` is removed here, on every path that reaches this point (signals included: the
@@ -280,7 +284,12 @@ fn guest_cmdline(os_params: &str, debug: bool) -> String {
     }
 }
 
-fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared) -> RunResult {
+/// A milestone for `bench/app.py` (`RUST_LOG=info`): milliseconds since the run began.
+fn timing(t0: Instant, what: &str) {
+    log::info!("timing: {:.1} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+}
+
+fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared, t0: Instant) -> RunResult {
     let vmm = match builder::build(&p.vm) {
         Ok(v) => v,
         Err(e) => {
@@ -294,13 +303,14 @@ fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared) -> RunResult {
             };
         }
     };
+    timing(t0, "VM built");
     let exit: Arc<ExitState> = vmm.exit_handle();
     let socket = work.join(&format!("vsock.sock_{LIFECYCLE_PORT}"));
     let service = match LifecycleService::start(
         &socket,
         Arc::clone(&exit),
         cfg.hangup_timeout,
-        print_events(),
+        print_events(t0),
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -348,12 +358,16 @@ pub fn stop_reason(vm_exit: &VmExit, failure: &str, outcome: &PayloadOutcome) ->
 }
 
 /// Prints each accepted event on stderr, as it happens.
-fn print_events() -> Observer {
-    Box::new(|event| match event {
-        GuestEvent::Hello { .. } => log::info!("guest agent connected"),
-        GuestEvent::Started => eprintln!("micro-vmm: payload started"),
+fn print_events(t0: Instant) -> Observer {
+    Box::new(move |event| match event {
+        GuestEvent::Hello { .. } => timing(t0, "guest agent connected"),
+        GuestEvent::Started => {
+            timing(t0, "payload started");
+            eprintln!("micro-vmm: payload started")
+        }
         GuestEvent::Ready => eprintln!("micro-vmm: payload ready"),
         GuestEvent::Finished { exit_code } => {
+            timing(t0, "payload finished");
             eprintln!("micro-vmm: payload finished with exit code {exit_code}")
         }
         GuestEvent::Error { code, message } => {
