@@ -32,6 +32,11 @@ HEAD = f"""
 export TMPDIR=$TMP/apptmp; mkdir -p $TMPDIR
 cp $L2/extra-lib.apk {EXTRA_APK}
 leftovers() {{ echo "leftovers=$(ls $TMPDIR | wc -l)"; }}
+stop_app() {{  # SIGTERM to the processes whose command line names $1 (busybox has no pkill)
+    for p in /proc/[0-9]*; do
+        grep -q "$1" $p/cmdline 2>/dev/null && kill -TERM ${{p#/proc/}} 2>/dev/null
+    done
+}}
 """
 
 
@@ -173,9 +178,11 @@ def scenarios():
         expect(r.rc == 201, f"exit {r.rc}, want 201 (KILLED)")
         expect("payload ready" in ev and "VM stopped: KILLED" in ev, f"{ev}")
         expect("leftovers=0" in r.post, f"temp dir left behind after SIGTERM: {r.post}")
+        expect(r.secs < 150, f"took {r.secs:.0f} s: the SIGTERM did not stop it (the harness's "
+               "timeout did)")
 
     out.append(Scenario("app-sigterm", app_args("forever.apk"), killed, timeout=300,
-                        feed="waitfor $err 'payload ready'; pkill -TERM -f forever.apk",
+                        feed="waitfor $err 'payload ready'; stop_app forever.apk",
                         post="leftovers"))
 
     storage = ["--storage", "$TMP/storage.img", "--instance", "$TMP/instance.img"]
