@@ -38,18 +38,22 @@ def build():
     return os.path.join(target, "release", "micro-vmm")
 
 
-def timed(argv, runs):
-    """Median, min and max wall-clock seconds of `runs` runs of argv (each must succeed), and
-    the median CPU seconds (user + system, all threads): less sensitive to a busy machine."""
-    times, cpu = [], []
+def timed(commands, runs):
+    """For each argv in `commands` (each run must succeed): median, min and max wall-clock
+    seconds over `runs` runs, and the median CPU seconds (user + system, all threads), which
+    a busy machine disturbs less. The commands take turns, so load changes hit all alike."""
+    times = [[] for _ in commands]
+    cpu = [[] for _ in commands]
     for _ in range(runs):
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        times.append(time.perf_counter() - t0)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-    return statistics.median(times), min(times), max(times), statistics.median(cpu)
+        for i, argv in enumerate(commands):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            times[i].append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[i].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return [(statistics.median(t), min(t), max(t), statistics.median(c))
+            for t, c in zip(times, cpu)]
 
 
 def table(title, rows, size):
@@ -111,21 +115,22 @@ def bench_idsig(binary, work, runs, size_mib):
             "--v4-signing-enabled", "true", "--in", unsigned, "--out", signed]
     sign_v3_v4 = sign[:2] + ["--v1-signing-enabled", "false", "--v2-signing-enabled", "false",
                              "--v3-signing-enabled", "true"] + sign[2:]
-    rows = []
-    # apksigner first, so the signed APK exists for create-idsig; its file is then rewritten
-    # identically each run (same key, same input).
-    t_full = timed(sign, runs)
-    t_v34 = timed(sign_v3_v4, runs)
+    # apksigner first, so the signed APK exists for create-idsig; each run rewrites it
+    # identically (same key, same input).
+    t_v34, t_full = timed([sign_v3_v4, sign], runs)
     theirs = os.path.join(work, "theirs.idsig")
     shutil.copy(signed + ".idsig", theirs)
     size = os.path.getsize(signed)
     ours = os.path.join(work, "ours.idsig")
-    subprocess.run(["cat", signed], check=True, stdout=subprocess.DEVNULL)  # page cache warm
-    rows.append(("micro-vmm create-idsig", timed([binary, "create-idsig", signed, ours], runs)))
-    rows.append(("micro-vmm verify-idsig (apksigner's idsig)",
-                 timed([binary, "verify-idsig", signed, theirs], runs)))
-    rows.append(("apksigner sign, v3 + v4 only", t_v34))
-    rows.append(("apksigner sign, defaults (v1+v2+v3) + v4", t_full))
+    # Write back apksigner's 1 GiB output now, so kernel writeback does not compete with the
+    # timed runs for the 2 CPUs.
+    subprocess.run(["sync"], check=True)
+    t_create, t_verify = timed([[binary, "create-idsig", signed, ours],
+                                [binary, "verify-idsig", signed, theirs]], runs)
+    rows = [("micro-vmm create-idsig", t_create),
+            ("micro-vmm verify-idsig (apksigner's idsig)", t_verify),
+            ("apksigner sign, v3 + v4 only", t_v34),
+            ("apksigner sign, defaults (v1+v2+v3) + v4", t_full)]
     table(f"bench/payload idsig: {size} byte APK ({size / GIB:.2f} GiB), page cache warm, "
           f"{runs} runs, {os.cpu_count()} CPUs", rows, size)
     same = idsig_parts(ours) == idsig_parts(theirs)
