@@ -26,10 +26,10 @@ use std::io;
 use std::path::PathBuf;
 
 pub use apk_sig::{ApkDigest, apk_digest};
-pub use create::{IdsigUpdate, create_idsig, create_or_update_idsig};
+pub use create::{IdsigUpdate, build_idsig, create_idsig, create_or_update_idsig};
 pub use format::{HashingInfo, Idsig, SigningInfo};
 pub use hashtree::{HashTree, root_hash_of_file};
-pub use verify::{VerifyReport, check_root_hash, verify};
+pub use verify::{VerifyReport, check_root_hash, verify, verify_idsig};
 
 /// Errors of the idsig layer.
 #[derive(Debug, thiserror::Error)]
