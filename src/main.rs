@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use micro_vmm::api::VmConfig;
 use micro_vmm::api::cli::{self, AppArgs, Command, DiskCommand, RunArgs};
+use micro_vmm::api::{DiskConfig, VmConfig};
 use micro_vmm::app::AppConfig;
+use micro_vmm::app::payload_disk::{self as app_payload, PayloadInputs};
 use micro_vmm::disk;
 use micro_vmm::payload::idsig;
 use micro_vmm::payload::partition::{self, PartitionType};
@@ -35,6 +36,23 @@ fn main() -> ExitCode {
         Some(Command::CreatePartition { kind, path, size }) => create_partition(kind, &path, size),
         Some(Command::CreateIdsig { apk, out }) => create_idsig(&apk, &out),
         Some(Command::VerifyIdsig { apk, idsig }) => verify_idsig(&apk, &idsig),
+        Some(Command::PayloadDisk {
+            apk,
+            idsig,
+            config_path,
+            out_dir,
+            extra_idsig,
+            apex_dir,
+        }) => payload_disk(
+            &PayloadInputs {
+                apk: &apk,
+                idsig: &idsig,
+                config_path: &config_path,
+                extra_idsigs: &extra_idsig,
+                apex_dir: apex_dir.as_deref(),
+            },
+            &out_dir,
+        ),
     };
     ExitCode::from(status as u8)
 }
@@ -136,6 +154,34 @@ fn verify_idsig(apk: &Path, sig: &Path) -> i32 {
         Err(e) => {
             eprintln!("micro-vmm: {e}");
             code::ERROR
+        }
+    }
+}
+
+fn payload_disk(inputs: &PayloadInputs, out_dir: &Path) -> i32 {
+    let t0 = std::time::Instant::now();
+    let built = app_payload::build(inputs, out_dir).map_err(|e| e.to_string());
+    let result = built.and_then(|(_, disk)| {
+        let DiskConfig::Composite { partitions, .. } = disk else {
+            return Err("the payload disk is not a composite".to_string());
+        };
+        let out = out_dir.join("payload.img");
+        disk::cdisk::write_composite(&partitions, &out)
+            .map(|size| (out, size))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok((out, size)) => {
+            eprintln!(
+                "micro-vmm: wrote {} ({size} bytes, {:.1} ms)",
+                out.display(),
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            code::INVALID_ARGS
         }
     }
 }

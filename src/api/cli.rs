@@ -113,6 +113,22 @@ pub enum Command {
     CreateIdsig { apk: PathBuf, out: PathBuf },
     /// Check an APK against an .idsig (ours or apksigner's).
     VerifyIdsig { apk: PathBuf, idsig: PathBuf },
+    /// Build an app's payload disk into OUT_DIR, as `--app` does: `metadata` and
+    /// `payload.img` (a crosvm composite disk over the APK, idsig, ... nothing copied).
+    PayloadDisk {
+        apk: PathBuf,
+        /// Created or refreshed when empty, missing or stale.
+        idsig: PathBuf,
+        /// The payload config's path inside the APK.
+        config_path: String,
+        out_dir: PathBuf,
+        /// The idsig of each extra APK the config names, in order.
+        #[arg(long, value_name = "PATH")]
+        extra_idsig: Vec<PathBuf>,
+        /// Directory holding the APEXes the config names (`<dir>/<name>.apex`).
+        #[arg(long, value_name = "DIR")]
+        apex_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod exit_code;
 pub mod os;
+pub mod payload_disk;
 pub mod run;
 pub mod service;
 pub mod workdir;

@@ -8,11 +8,7 @@ use std::time::Instant;
 use crate::api::{BootSource, InputSource, OutputTarget, VmConfig, VsockConfig};
 use crate::lifecycle::protocol::GuestEvent;
 use crate::lifecycle::{ErrorCode, LIFECYCLE_PORT, StopReason};
-use crate::payload::apk::ApkError;
-use crate::payload::config::{ConfigError as PayloadConfigError, VmPayloadConfig};
-use crate::payload::disk::{self, PayloadDiskSpec};
-use crate::payload::idsig::{IdsigUpdate, create_or_update_idsig};
-use crate::payload::metadata::{ApexPayload, Metadata};
+use crate::payload::disk;
 use crate::payload::partition::{
     PartitionType, check_instance_image, create_partition, read_or_allocate_instance_id,
 };
@@ -21,6 +17,7 @@ use crate::vmm::exit::{ExitState, VmExit, code};
 
 use super::config::{AppConfig, INSTANCE_SIZE};
 use super::os;
+use super::payload_disk::{self, PayloadInputs};
 use super::service::{LifecycleService, Observer, PayloadOutcome};
 use super::workdir::WorkDir;
 use super::{AppError, exit_code};
@@ -97,64 +94,16 @@ fn report_start_failure(e: &AppError) -> i32 {
 
 /// Validates the inputs and builds the disks and the VM configuration.
 fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
-    // The payload config, read from the APK as Android's host does (for apexes, extra APKs).
-    // An APK that cannot be read at all is a bad argument; a config that is missing or wrong
-    // inside a readable APK is Android's invalid payload config.
-    let payload_config =
-        VmPayloadConfig::from_apk(&cfg.apk, &cfg.config_path).map_err(|e| match e {
-            PayloadConfigError::Apk(
-                a @ (ApkError::Open { .. }
-                | ApkError::NotAFile { .. }
-                | ApkError::Empty { .. }
-                | ApkError::NotAZip { .. }
-                | ApkError::Io { .. }),
-            ) => AppError::Apk(a),
-            other => AppError::InvalidPayloadConfig(other),
-        })?;
-
-    // idsigs: created or refreshed (Android's createOrUpdateIdsigFile).
-    refresh_idsig(&cfg.apk, &cfg.idsig)?;
-    let extra_apks: Vec<PathBuf> = payload_config
-        .extra_apks
-        .iter()
-        .map(|e| PathBuf::from(&e.path))
-        .collect();
-    if extra_apks.len() != cfg.extra_idsigs.len() {
-        return Err(AppError::ExtraIdsigCount {
-            apks: extra_apks.len(),
-            idsigs: cfg.extra_idsigs.len(),
-        });
-    }
-    for (apk, idsig) in extra_apks.iter().zip(&cfg.extra_idsigs) {
-        refresh_idsig(apk, idsig)?;
-    }
-
-    // APEXes, sorted by name as Android sorts them.
-    let mut apex_names: Vec<&str> = payload_config
-        .apexes
-        .iter()
-        .map(|a| a.name.as_str())
-        .collect();
-    apex_names.sort_unstable();
-    apex_names.dedup();
-    let mut apex_files = Vec::new();
-    let mut apex_meta = Vec::new();
-    for (i, name) in apex_names.iter().enumerate() {
-        let path = find_apex(cfg.apex_dir.as_deref(), name)?;
-        let mtime = std::fs::metadata(&path)
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        apex_meta.push(ApexPayload {
-            name: name.to_string(),
-            partition_name: disk::apex_label(i),
-            last_update_seconds: mtime,
-            is_factory: true,
-            ..Default::default()
-        });
-        apex_files.push(path);
-    }
+    let (payload_config, payload_disk) = payload_disk::build(
+        &PayloadInputs {
+            apk: &cfg.apk,
+            idsig: &cfg.idsig,
+            config_path: &cfg.config_path,
+            extra_idsigs: &cfg.extra_idsigs,
+            apex_dir: cfg.apex_dir.as_deref(),
+        },
+        work.path(),
+    )?;
 
     // Instance image, instance id, storage.
     let instance = match &cfg.instance {
@@ -184,17 +133,6 @@ fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
         None => None,
     };
 
-    let spec = PayloadDiskSpec {
-        metadata: Metadata::for_app(&cfg.config_path, &apex_meta).encode_framed()?,
-        apexes: apex_files,
-        apk: cfg.apk.clone(),
-        idsig: cfg.idsig.clone(),
-        extra_apks: extra_apks
-            .into_iter()
-            .zip(cfg.extra_idsigs.iter().cloned())
-            .collect(),
-    };
-    let payload_disk = disk::build(&spec, work.path())?;
     let writable_disk = disk::writable_disk(&instance, storage.as_deref())?;
 
     // The guest OS.
@@ -235,40 +173,6 @@ fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
         }),
     };
     Ok(Prepared { vm, ttys1 })
-}
-
-fn refresh_idsig(apk: &Path, idsig: &Path) -> Result<(), AppError> {
-    match create_or_update_idsig(apk, idsig)? {
-        IdsigUpdate::Unchanged => {}
-        update => log::info!("{}: {update:?}", idsig.display()),
-    }
-    Ok(())
-}
-
-/// `<apex_dir>/<name>.apex`; a missing one is a config error naming the APEX.
-fn find_apex(dir: Option<&Path>, name: &str) -> Result<PathBuf, AppError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.starts_with('{')
-    {
-        return Err(AppError::BadApex {
-            name: name.to_string(),
-            reason: "not an APEX module name (micro-vmm has no {CLASSPATH} expansion)".into(),
-        });
-    }
-    let Some(dir) = dir else {
-        return Err(AppError::BadApex {
-            name: name.to_string(),
-            reason: "the config names an APEX; pass --apex-dir DIR holding <name>.apex".into(),
-        });
-    };
-    let path = dir.join(format!("{name}.apex"));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(AppError::BadApex {
-            name: name.to_string(),
-            reason: format!("{} does not exist", path.display()),
-        })
-    }
 }
 
 /// The OS's kernel command line: without `quiet` for a debuggable VM.
@@ -452,23 +356,6 @@ mod tests {
         assert_eq!(
             guest_cmdline("console=ttyS0 quiet", false),
             "console=ttyS0 quiet"
-        );
-    }
-
-    #[test]
-    fn apex_lookup() {
-        let t = crate::disk::testutil::TempDir::new("apex");
-        t.file("com.android.foo.apex", b"x");
-        assert!(find_apex(Some(t.path()), "com.android.foo").is_ok());
-        for bad in ["com.android.bar", "../x", "{CLASSPATH}", ""] {
-            let e = find_apex(Some(t.path()), bad).unwrap_err().to_string();
-            assert!(e.contains(bad), "{e}");
-        }
-        assert!(
-            find_apex(None, "com.android.foo")
-                .unwrap_err()
-                .to_string()
-                .contains("--apex-dir")
         );
     }
 }
