@@ -252,23 +252,35 @@ def l2_initrd(kernel, initrd_id, extra_bins=None):
     for name, path in (extra_bins or {}).items():
         c.file(f"bin/{name}", open(path, "rb").read(), 0o755)
     c.file("etc/initrd-id", (initrd_id + "\n").encode())
-    wanted = [l.strip() for l in open(os.path.join(ROOT, "resources/guest/modules"))
+    add_modules(c, kernel, "resources/guest/modules")
+    return gzip.compress(c.finish(), compresslevel=6)
+
+
+def add_modules(c, kernel, list_file):
+    """The modules named in `list_file` (repo-relative) and their dependencies, in load order,
+    at /lib/modules/<name>.ko, with the order in /lib/modules/order."""
+    wanted = [l.strip() for l in open(os.path.join(ROOT, list_file))
               if l.strip() and not l.startswith("#")]
     order = kernel.modules_in_load_order(wanted)
     for m in order:
         c.file(f"lib/modules/{m}.ko", kernel.module_bytes(m))
     c.file("lib/modules/order", ("\n".join(order) + "\n").encode())
-    return gzip.compress(c.finish(), compresslevel=6)
 
 
 def build_agent():
     """The static guest agent (micro-vmm-agent), built from this repo."""
+    return build_static("--bin", "micro-vmm-agent")
+
+
+def build_static(kind, name):
+    """A static (crt-static) release build of `--bin NAME` or `--example NAME`; its path."""
     env = dict(os.environ)
     env["RUSTFLAGS"] = env.get("RUSTFLAGS", "") + " -C target-feature=+crt-static"
     run(["cargo", "build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu",
-         "--bin", "micro-vmm-agent"], cwd=ROOT, env=env)
+         kind, name], cwd=ROOT, env=env)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "x86_64-unknown-linux-gnu/release/micro-vmm-agent")
+    sub = "examples/" if kind == "--example" else ""
+    return os.path.join(target, "x86_64-unknown-linux-gnu/release", sub + name)
 
 
 def app_initrd(kernel, agent):
@@ -283,12 +295,7 @@ def app_initrd(kernel, agent):
     c.file("bin/busybox", open(busybox(), "rb").read(), 0o755)
     for applet in ("sh", "cat", "echo", "ls", "sleep", "mke2fs"):
         c.symlink(f"bin/{applet}", "busybox")
-    wanted = [l.strip() for l in open(os.path.join(ROOT, "resources/guest/app-modules"))
-              if l.strip() and not l.startswith("#")]
-    order = kernel.modules_in_load_order(wanted)
-    for m in order:
-        c.file(f"lib/modules/{m}.ko", kernel.module_bytes(m))
-    c.file("lib/modules/order", ("\n".join(order) + "\n").encode())
+    add_modules(c, kernel, "resources/guest/app-modules")
     return gzip.compress(c.finish(), compresslevel=6)
 
 
@@ -322,11 +329,7 @@ def build_static_vmm():
 
 def build_example(name):
     """A static example binary from this repo (for tools that run inside L1)."""
-    env = dict(os.environ)
-    env["RUSTFLAGS"] = env.get("RUSTFLAGS", "") + " -C target-feature=+crt-static"
-    run(["cargo", "build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu",
-         "--example", name], cwd=ROOT, env=env)
-    return os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/examples", name)
+    return build_static("--example", name)
 
 
 # ---------------------------------------------------------------- the host layer (L1)
