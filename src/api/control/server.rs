@@ -759,3 +759,232 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::control::fdpass::recv_with_fd;
+    use crate::api::control::{PayloadControl, PayloadStatus, VmInfo};
+    use crate::disk::testutil::TempDir;
+    use crate::vmm::exit::ExitState;
+    use crate::vmm::pause::PauseControl;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    struct FakeAgent {
+        asked: AtomicBool,
+        connected: bool,
+    }
+
+    impl PayloadControl for FakeAgent {
+        fn status(&self) -> PayloadStatus {
+            PayloadStatus {
+                started: true,
+                ready: false,
+                finished: None,
+                error: Some(("UNKNOWN".into(), "m".into())),
+            }
+        }
+        fn request_shutdown(&self) -> bool {
+            self.asked.store(true, Ordering::SeqCst);
+            self.connected
+        }
+    }
+
+    struct Fixture {
+        _dir: TempDir,
+        path: std::path::PathBuf,
+        exit: Arc<ExitState>,
+        server: Option<ControlServer>,
+    }
+
+    fn start(
+        vsock_uds: Option<std::path::PathBuf>,
+        payload: Option<Arc<dyn PayloadControl>>,
+    ) -> Fixture {
+        let dir = TempDir::new("control");
+        let path = dir.path().join("c.sock");
+        let exit = Arc::new(ExitState::new().unwrap());
+        let vm = VmHandle {
+            exit: Arc::clone(&exit),
+            pause: Arc::new(PauseControl::new()),
+            info: VmInfo {
+                cpus: 2,
+                memory_mib: 64,
+                cid: vsock_uds.as_ref().map(|_| 7),
+                vsock_uds,
+            },
+            payload,
+        };
+        let hub = Arc::new(EventHub::new().unwrap());
+        let server = ControlServer::start(ControlSocket::bind(&path).unwrap(), vm, hub).unwrap();
+        Fixture {
+            _dir: dir,
+            path,
+            exit,
+            server: Some(server),
+        }
+    }
+
+    fn ask(s: &UnixStream, line: &str) -> Value {
+        (&*s).write_all(line.as_bytes()).unwrap();
+        (&*s).write_all(b"\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut resp = String::new();
+        r.read_line(&mut resp).unwrap();
+        serde_json::from_str(&resp).unwrap()
+    }
+
+    fn connect(f: &Fixture) -> UnixStream {
+        let s = UnixStream::connect(&f.path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    #[test]
+    fn connect_vsock_passes_a_connected_fd() {
+        let dir = TempDir::new("control-vsock");
+        let uds = dir.path().join("v.sock");
+        let l = UnixListener::bind(&uds).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            assert_eq!(line, "CONNECT 5555\n");
+            s.write_all(b"OK 1073741824\n").unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        });
+        let f = start(Some(uds), None);
+        let c = connect(&f);
+        (&c).write_all(b"{\"id\":9,\"method\":\"connect-vsock\",\"params\":{\"port\":5555}}\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let (n, fd) = recv_with_fd(&c, &mut buf).unwrap();
+        let v: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        assert_eq!(v, json!({"id": 9, "result": {"port": 5555}}));
+        let mut g = UnixStream::from(fd.expect("the connection"));
+        g.write_all(b"ping").unwrap();
+        let mut b = [0u8; 4];
+        g.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ping");
+        fake.join().unwrap();
+        // Nobody answers any more: `failed`, and the connection goes on.
+        let v = ask(
+            &c,
+            r#"{"id":10,"method":"connect-vsock","params":{"port":5556}}"#,
+        );
+        assert_eq!(v["error"]["code"], "failed", "{v}");
+        assert_eq!(ask(&c, r#"{"id":11,"method":"version"}"#)["id"], 11);
+    }
+
+    #[test]
+    fn over_the_client_limit_is_told_and_closed() {
+        let f = start(None, None);
+        let clients: Vec<UnixStream> = (0..MAX_CLIENTS).map(|_| connect(&f)).collect();
+        // Every one of them is served...
+        for (i, c) in clients.iter().enumerate().step_by(16) {
+            assert_eq!(
+                ask(c, &format!(r#"{{"id":{i},"method":"status"}}"#))["id"],
+                i
+            );
+        }
+        // ...and one more is refused.
+        let extra = connect(&f);
+        let mut all = String::new();
+        (&extra).read_to_string(&mut all).unwrap();
+        let v: Value = serde_json::from_str(all.trim()).unwrap();
+        assert_eq!(v["error"]["code"], "failed");
+        assert!(v["id"].is_null());
+        drop(clients);
+        // Room again once they left.
+        let mut ok = false;
+        for _ in 0..100 {
+            let c = connect(&f);
+            (&c).write_all(b"{\"id\":1,\"method\":\"version\"}\n")
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(&c).read_line(&mut line).unwrap();
+            if line.contains("result") {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ok);
+    }
+
+    #[test]
+    fn app_status_stop_deadline_and_finish() {
+        let agent = Arc::new(FakeAgent {
+            asked: AtomicBool::new(false),
+            connected: true,
+        });
+        let mut f = start(None, Some(agent.clone()));
+        let c = connect(&f);
+        let v = ask(&c, r#"{"id":"s","method":"status"}"#);
+        assert_eq!(v["result"]["state"], "STARTED");
+        assert_eq!(v["result"]["cid"], Value::Null);
+        assert_eq!(
+            v["result"]["payload"],
+            json!({"started": true, "ready": false, "finished": null,
+                   "error": {"code": "UNKNOWN", "message": "m"}})
+        );
+        let sub = connect(&f);
+        assert_eq!(
+            ask(&sub, r#"{"id":1,"method":"subscribe"}"#)["result"],
+            json!({})
+        );
+        let v = ask(
+            &c,
+            r#"{"id":2,"method":"stop","params":{"timeout_ms":100}}"#,
+        );
+        assert_eq!(v["result"], json!({"graceful": true}));
+        assert!(agent.asked.load(Ordering::SeqCst));
+        // The agent does nothing: the deadline kills.
+        let t0 = Instant::now();
+        while !f.exit.is_stopping() {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(f.exit.reason(), Some(VmExit::Killed(m)) if m.contains("100 ms")));
+        assert_eq!(
+            ask(&c, r#"{"id":3,"method":"status"}"#)["result"]["state"],
+            "DEAD"
+        );
+        assert_eq!(
+            ask(&c, r#"{"id":4,"method":"pause"}"#)["error"]["code"],
+            "stopped"
+        );
+        f.server.take().unwrap().finish(StopReason::Killed, 137);
+        let mut rest = String::new();
+        (&sub).read_to_string(&mut rest).unwrap();
+        assert_eq!(
+            rest,
+            "{\"event\":{\"state\":\"DEAD\",\"type\":\"state\"}}\n\
+             {\"event\":{\"exit_code\":137,\"reason\":\"KILLED\",\"type\":\"stopped\"}}\n"
+        );
+        assert!(!f.path.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let f = start(None, None);
+        let c = connect(&f);
+        let mut batch = String::new();
+        for i in 0..200 {
+            let m = ["status", "pause", "version", "resume"][i % 4];
+            batch.push_str(&format!("{{\"id\":{i},\"method\":\"{m}\"}}\n"));
+        }
+        (&c).write_all(batch.as_bytes()).unwrap();
+        let mut r = BufReader::new(&c);
+        for i in 0..200 {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["id"], i, "{line}");
+            assert!(v.get("result").is_some(), "{line}");
+        }
+    }
+}
