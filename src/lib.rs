@@ -14,4 +14,5 @@ pub mod disk;
 pub mod lifecycle;
 pub mod log_limit;
 pub mod payload;
+pub mod unix_socket;
 pub mod vmm;

@@ -254,3 +254,119 @@ fn bad_inputs_stop_before_any_vm() {
     assert!(o.stderr.contains("extra"), "{}", o.stderr);
     env.assert_clean();
 }
+
+/// Reads one JSON line.
+fn json_line(r: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+}
+
+#[test]
+fn control_socket_drives_an_app_through_its_agent() {
+    use serde_json::json;
+    use std::io::BufReader;
+    use std::os::unix::net::UnixStream;
+
+    let env = Env::new("ctl");
+    let sock = env.path("c.sock");
+    let child = env
+        .command("exit=halt", &["--socket", sock.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let connect = |p: &Path| {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(s) = UnixStream::connect(p) {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "{}", p.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let ctl = connect(&sock);
+    let mut ctl_r = BufReader::new(ctl.try_clone().unwrap());
+    let mut ask = |req: serde_json::Value| {
+        (&ctl).write_all(format!("{req}\n").as_bytes()).unwrap();
+        json_line(&mut ctl_r)
+    };
+    let sub = connect(&sock);
+    (&sub)
+        .write_all(b"{\"id\":0,\"method\":\"subscribe\"}\n")
+        .unwrap();
+    let mut sub_r = BufReader::new(sub);
+    assert_eq!(json_line(&mut sub_r)["result"], json!({}));
+    let s = ask(json!({"id": 1, "method": "status"}))["result"].clone();
+    assert_eq!(
+        (&s["state"], &s["cid"]),
+        (&json!("STARTING"), &json!(3)),
+        "{s}"
+    );
+    assert_eq!(
+        s["payload"],
+        json!({"started": false, "ready": false, "finished": null, "error": null})
+    );
+    // The fake agent: the lifecycle socket in the private directory.
+    let work = std::fs::read_dir(env.path("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("micro-vmm-")
+        })
+        .expect("the private directory");
+    let agent = connect(&work.join("vsock.sock_5000"));
+    (&agent)
+        .write_all(b"{\"event\":\"hello\",\"version\":1}\n{\"event\":\"started\"}\n")
+        .unwrap();
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "payload_started"})
+    );
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "state", "state": "STARTED"})
+    );
+    assert_eq!(
+        ask(json!({"id": 2, "method": "status"}))["result"]["state"],
+        "STARTED"
+    );
+    // stop: the agent is asked; it reports the payload's end but the guest (the probe) does
+    // not power off, so the deadline kills the VM.
+    let v = ask(json!({"id": 3, "method": "stop", "params": {"timeout_ms": 500}}));
+    assert_eq!(v["result"], json!({"graceful": true}));
+    let mut agent_r = BufReader::new(agent.try_clone().unwrap());
+    assert_eq!(json_line(&mut agent_r), json!({"request": "shutdown"}));
+    (&agent)
+        .write_all(b"{\"event\":\"finished\",\"exit_code\":7}\n")
+        .unwrap();
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "payload_finished", "exit_code": 7})
+    );
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "state", "state": "FINISHED"})
+    );
+    let o = wait(child, common::TIMEOUT);
+    assert_eq!(o.code, Some(7), "{o:?}");
+    assert!(
+        stderr_has(&o, "micro-vmm: VM stopped: KILLED"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "state", "state": "DEAD"})
+    );
+    assert_eq!(
+        json_line(&mut sub_r)["event"],
+        json!({"type": "stopped", "reason": "KILLED", "exit_code": 7})
+    );
+    assert!(!sock.exists());
+    env.assert_clean();
+}
