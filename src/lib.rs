@@ -13,5 +13,6 @@ pub mod devices;
 pub mod disk;
 pub mod lifecycle;
 pub mod log_limit;
+pub mod manager;
 pub mod payload;
 pub mod vmm;

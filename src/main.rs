@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Some(Command::CreatePartition { kind, path, size }) => create_partition(kind, &path, size),
         Some(Command::CreateIdsig { apk, out }) => create_idsig(&apk, &out),
         Some(Command::VerifyIdsig { apk, idsig }) => verify_idsig(&apk, &idsig),
+        Some(Command::Vm(cmd)) => micro_vmm::manager::cli::main(cmd),
     };
     ExitCode::from(status as u8)
 }

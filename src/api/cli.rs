@@ -113,6 +113,9 @@ pub enum Command {
     CreateIdsig { apk: PathBuf, out: PathBuf },
     /// Check an APK against an .idsig (ours or apksigner's).
     VerifyIdsig { apk: PathBuf, idsig: PathBuf },
+    /// Manage app VMs kept in VM directories (docs/manager.md).
+    #[command(subcommand)]
+    Vm(crate::manager::cli::VmCommand),
 }
 
 #[derive(Debug, Subcommand)]
