@@ -126,7 +126,9 @@ impl VmAppConfig {
             (Some(_), Some(_)) => {
                 return Err("config_path and payload_binary_name: give only one".into());
             }
-            (None, None) => return Err("config_path: missing (the payload config in the APK)".into()),
+            (None, None) => {
+                return Err("config_path: missing (the payload config in the APK)".into());
+            }
             (None, Some(bin)) => {
                 if bin.contains('/') {
                     return Err(format!("payload_binary_name: {bin:?} contains '/'"));
@@ -173,7 +175,10 @@ impl VmAppConfig {
                 self.os
             ));
         }
-        for (field, path) in [("os_config", &self.os_config), ("guest_dir", &self.guest_dir)] {
+        for (field, path) in [
+            ("os_config", &self.os_config),
+            ("guest_dir", &self.guest_dir),
+        ] {
             if let Some(p) = path
                 && !p.is_absolute()
             {
@@ -269,7 +274,10 @@ mod tests {
     fn defaults_and_round_trip() {
         let c = parse(MIN).unwrap();
         assert_eq!(c.version, 1);
-        assert_eq!((c.cpus, c.memory_mib, c.encrypted_storage_bytes), (1, None, 0));
+        assert_eq!(
+            (c.cpus, c.memory_mib, c.encrypted_storage_bytes),
+            (1, None, 0)
+        );
         assert_eq!(c.os, "microdroid");
         assert!(!c.debug && !c.protected);
         let back = VmAppConfig::parse(&c.to_json(), Path::new("x")).unwrap();
@@ -280,7 +288,10 @@ mod tests {
                 "os_config": "/os.json", "guest_dir": "/g"}"#,
         )
         .unwrap();
-        assert_eq!(VmAppConfig::parse(&full.to_json(), Path::new("x")).unwrap(), full);
+        assert_eq!(
+            VmAppConfig::parse(&full.to_json(), Path::new("x")).unwrap(),
+            full
+        );
     }
 
     #[test]
@@ -288,27 +299,60 @@ mod tests {
         for (json, want) in [
             (r#"{"apk": "a.apk", "config_path": "c"}"#, "apk:"),
             (r#"{"apk": "/a.apk"}"#, "config_path: missing"),
-            (r#"{"apk": "/a", "config_path": "c", "payload_binary_name": "b.so"}"#, "only one"),
-            (r#"{"apk": "/a", "payload_binary_name": "libx.so"}"#, "not supported"),
-            (r#"{"apk": "/a", "payload_binary_name": "l/x.so"}"#, "contains '/'"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "payload_binary_name": "b.so"}"#,
+                "only one",
+            ),
+            (
+                r#"{"apk": "/a", "payload_binary_name": "libx.so"}"#,
+                "not supported",
+            ),
+            (
+                r#"{"apk": "/a", "payload_binary_name": "l/x.so"}"#,
+                "contains '/'",
+            ),
             (r#"{"apk": "/a", "config_path": "/abs"}"#, "config_path:"),
             (r#"{"apk": "/a", "config_path": ""}"#, "config_path:"),
-            (r#"{"apk": "/a", "config_path": "c", "extra_apks": ["p"]}"#, "extra_apks"),
-            (r#"{"apk": "/a", "config_path": "c", "memory_mib": 0}"#, "memory_mib"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "extra_apks": ["p"]}"#,
+                "extra_apks",
+            ),
+            (
+                r#"{"apk": "/a", "config_path": "c", "memory_mib": 0}"#,
+                "memory_mib",
+            ),
             (r#"{"apk": "/a", "config_path": "c", "cpus": 0}"#, "cpus"),
             (r#"{"apk": "/a", "config_path": "c", "cpus": 1000}"#, "cpus"),
-            (r#"{"apk": "/a", "config_path": "c", "protected": true}"#, "protected"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "protected": true}"#,
+                "protected",
+            ),
             (r#"{"apk": "/a", "config_path": "c", "os": ""}"#, "os:"),
-            (r#"{"apk": "/a", "config_path": "c", "os": "other"}"#, "os_config"),
-            (r#"{"apk": "/a", "config_path": "c", "os_config": "rel"}"#, "os_config:"),
-            (r#"{"apk": "/a", "config_path": "c", "guest_dir": "rel"}"#, "guest_dir:"),
-            (r#"{"apk": "/a", "config_path": "c", "version": 2}"#, "version"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "os": "other"}"#,
+                "os_config",
+            ),
+            (
+                r#"{"apk": "/a", "config_path": "c", "os_config": "rel"}"#,
+                "os_config:",
+            ),
+            (
+                r#"{"apk": "/a", "config_path": "c", "guest_dir": "rel"}"#,
+                "guest_dir:",
+            ),
+            (
+                r#"{"apk": "/a", "config_path": "c", "version": 2}"#,
+                "version",
+            ),
             (
                 r#"{"apk": "/a", "config_path": "c", "encrypted_storage_bytes": 2199023255553}"#,
                 "encrypted_storage_bytes",
             ),
             (r#"{"apk": "/a", "config_path": "c", "cpus": "2"}"#, "cpus"),
-            (r#"{"apk": "/a", "config_path": "c", "memory": 2}"#, "memory"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "memory": 2}"#,
+                "memory",
+            ),
             (r#"{"apk": "/a", "config_path": "c", "debug": 1}"#, "debug"),
             (r#"[1]"#, "c.json"),
             (r#"{"apk": "/a", "config_path": "c""#, "c.json"),
@@ -326,7 +370,9 @@ mod tests {
         let p = t.file("big.json", &vec![b' '; MAX_CONFIG_SIZE as usize + 1]);
         let e = VmAppConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("larger than"), "{e}");
-        let e = VmAppConfig::load(&t.path().join("nope")).unwrap_err().to_string();
+        let e = VmAppConfig::load(&t.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 
@@ -340,9 +386,12 @@ mod tests {
         ok.cpus = 4;
         ok.guest_dir = Some("/g".into());
         old.check_compatible(&ok).unwrap();
-        let changes: [(&str, fn(&mut VmAppConfig)); 6] = [
+        type Change = (&'static str, fn(&mut VmAppConfig));
+        let changes: [Change; 6] = [
             ("debug", |c| c.debug = true),
-            ("encrypted_storage_bytes", |c| c.encrypted_storage_bytes = 4096),
+            ("encrypted_storage_bytes", |c| {
+                c.encrypted_storage_bytes = 4096
+            }),
             ("config_path", |c| c.config_path = Some("other.json".into())),
             ("os", |c| c.os = "microdroid_gki".into()),
             ("os_config", |c| c.os_config = Some("/os.json".into())),

@@ -156,7 +156,7 @@ impl Client {
 
     /// One line (without its newline) and the descriptors received with it; `None` at a
     /// clean end of stream.
-    fn read_line(&mut self) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, ManagerError> {
+    fn read_line(&mut self) -> Result<Option<Line>, ManagerError> {
         let mut fds = Vec::new();
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
@@ -177,10 +177,14 @@ impl Client {
                 }
                 return Err(self.error("closed in the middle of a line"));
             }
-            self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            self.buf
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
         }
     }
 }
+
+/// A line without its newline, and the descriptors that came with it.
+type Line = (Vec<u8>, Vec<OwnedFd>);
 
 /// Most descriptors taken from one message.
 const MAX_FDS: usize = 4;
@@ -214,11 +218,12 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
         let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         while !cmsg.is_null() {
             // SAFETY: cmsg is a valid header inside cbuf (CMSG_FIRSTHDR/NXTHDR checked it).
-            let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+            let (level, kind, len) =
+                unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
             if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
                 // SAFETY: CMSG_LEN(0) is a constant computation.
                 let header = unsafe { libc::CMSG_LEN(0) } as usize;
-                let count = (len as usize).saturating_sub(header) / mem::size_of::<libc::c_int>();
+                let count = len.saturating_sub(header) / mem::size_of::<libc::c_int>();
                 // SAFETY: the data holds `count` ints inside the control buffer.
                 let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<libc::c_int>();
                 for i in 0..count {
@@ -279,13 +284,19 @@ mod tests {
                     assert_eq!(req["params"]["timeout_ms"], 2500);
                     send(s, json!({"id": id, "result": {}}));
                 }
-                "pause" => send(s, json!({"id": id, "error": {"code": "failed", "message": "no"}})),
+                "pause" => send(
+                    s,
+                    json!({"id": id, "error": {"code": "failed", "message": "no"}}),
+                ),
                 "status" => send(s, json!({"id": 999, "result": {}})),
                 "subscribe" => {
                     send(s, json!({"id": id, "result": {}}));
                     send(s, json!({"event": {"type": "payload_started"}}));
                     (&*s).write_all(b"not json\n").unwrap();
-                    send(s, json!({"event": {"type": "stopped", "reason": "HANGUP", "exit_code": 216}}));
+                    send(
+                        s,
+                        json!({"event": {"type": "stopped", "reason": "HANGUP", "exit_code": 216}}),
+                    );
                     s.shutdown(std::net::Shutdown::Both).unwrap();
                 }
                 _ => unreachable!(),

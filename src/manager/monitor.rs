@@ -92,7 +92,10 @@ pub fn app_args(vm: &VmDir, config: &VmAppConfig, extra_apks: usize) -> Vec<Stri
         ]);
     }
     for i in 0..extra_apks {
-        a.extend(["--extra-idsig".into(), vm.extra_idsig(i).display().to_string()]);
+        a.extend([
+            "--extra-idsig".into(),
+            vm.extra_idsig(i).display().to_string(),
+        ]);
     }
     if let Some(mib) = config.memory_mib {
         a.extend(["--mem".into(), mib.to_string()]);
@@ -149,10 +152,16 @@ fn spawn_detached(vm: &VmDir, lock: RunLock) -> Result<i32, ManagerError> {
     let log = vm.file("monitor.log");
     let log_file = File::create(&log).map_err(ManagerError::io("create", &log))?;
     let mut cmd = Command::new(&exe);
-    cmd.args(["vm", "monitor", vm.name(), "--lock-fd", &lock.raw_fd().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_file);
+    cmd.args([
+        "vm",
+        "monitor",
+        vm.name(),
+        "--lock-fd",
+        &lock.raw_fd().to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(log_file);
     // SAFETY: setsid is async-signal-safe; it detaches the monitor from our terminal and
     // process group, so the monitor outlives this command and its terminal.
     unsafe {
@@ -184,7 +193,9 @@ fn spawn_detached(vm: &VmDir, lock: RunLock) -> Result<i32, ManagerError> {
         None => Err(ManagerError::Failed(format!(
             "the VM {} did not start: {}",
             vm.name(),
-            line.trim().strip_prefix("error: ").unwrap_or("no word from the monitor (see monitor.log)")
+            line.trim()
+                .strip_prefix("error: ")
+                .unwrap_or("no word from the monitor (see monitor.log)")
         ))),
     }
 }
@@ -314,7 +325,11 @@ fn watch(
         while !t.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        if t.is_finished() { t.join().ok().flatten() } else { None }
+        if t.is_finished() {
+            t.join().ok().flatten()
+        } else {
+            None
+        }
     });
     let end = match (status.code(), status.signal()) {
         (Some(c), _) => ProcessEnd::Exited(c),
@@ -357,7 +372,9 @@ fn wait_streaming(
     let (console, vmm_log) = (vm.file(home::CONSOLE_LOG), vm.file(home::VMM_LOG));
     let mut followers = (Follower::new(&console), Follower::new(&vmm_log));
     loop {
-        let status = child.try_wait().map_err(ManagerError::io("wait", "micro-vmm"))?;
+        let status = child
+            .try_wait()
+            .map_err(ManagerError::io("wait", "micro-vmm"))?;
         if let Some((out, err)) = stream.as_mut() {
             // Console output that cannot be written (a closed pipe) is not a reason to stop
             // watching the VM.
@@ -513,9 +530,7 @@ pub fn connect_vsock(home: &Home, vm_name: &str, port: u32) -> Result<(), Manage
     let sock = vm.file(home::CONTROL_SOCK);
     let fd = Client::connect(&sock)?.connect_vsock(port)?;
     let stream = std::os::unix::net::UnixStream::from(fd);
-    let mut to_guest = stream
-        .try_clone()
-        .map_err(ManagerError::io("dup", &sock))?;
+    let mut to_guest = stream.try_clone().map_err(ManagerError::io("dup", &sock))?;
     thread::spawn(move || {
         let _ = io::copy(&mut io::stdin().lock(), &mut to_guest);
         let _ = to_guest.shutdown(std::net::Shutdown::Write);
@@ -554,7 +569,10 @@ mod tests {
         ] {
             assert!(a.contains(want), "{want:?} not in {a}");
         }
-        assert_eq!(a.contains("--socket /h/vm/a/control.sock"), app_has_control_socket());
+        assert_eq!(
+            a.contains("--socket /h/vm/a/control.sock"),
+            app_has_control_socket()
+        );
         c.encrypted_storage_bytes = 0;
         c.memory_mib = None;
         c.debug = false;

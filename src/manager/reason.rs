@@ -201,7 +201,10 @@ mod tests {
         let ev = PrintedEvents::scan(log);
         assert_eq!(ev.payload_finished, Some(212));
         assert_eq!(ev.stopped, Some(Shutdown));
-        assert_eq!(PrintedEvents::scan("micro-vmm: VM stopped: BOGUS\n").stopped, None);
+        assert_eq!(
+            PrintedEvents::scan("micro-vmm: VM stopped: BOGUS\n").stopped,
+            None
+        );
         assert_eq!(PrintedEvents::scan(""), PrintedEvents::default());
     }
 
@@ -219,7 +222,12 @@ mod tests {
         let cases: Vec<(ProcessEnd, PrintedEvents, &str, StopReason)> = vec![
             // kill -9 of the VMM: nothing printed, killed by a signal.
             (ProcessEnd::Signaled(9), none.clone(), "", Killed),
-            (ProcessEnd::Signaled(9), none.clone(), "MICRODROID_PAYLOAD_HAS_CHANGED", Killed),
+            (
+                ProcessEnd::Signaled(9),
+                none.clone(),
+                "MICRODROID_PAYLOAD_HAS_CHANGED",
+                Killed,
+            ),
             // micro-vmm's own verdict wins over the exit code.
             (ProcessEnd::Exited(7), printed(Hangup), "", Hangup),
             // --app's 2xx codes.
@@ -229,26 +237,65 @@ mod tests {
             (ProcessEnd::Exited(204), none.clone(), "", StartFailed),
             (ProcessEnd::Exited(205), none.clone(), "", Reboot),
             (ProcessEnd::Exited(206), none.clone(), "", Crash),
-            (ProcessEnd::Exited(211), none.clone(), "", MicrodroidFailedToConnectToVirtualizationService),
-            (ProcessEnd::Exited(212), none.clone(), "", MicrodroidPayloadHasChanged),
-            (ProcessEnd::Exited(213), none.clone(), "", MicrodroidPayloadVerificationFailed),
-            (ProcessEnd::Exited(214), none.clone(), "", MicrodroidInvalidPayloadConfig),
-            (ProcessEnd::Exited(215), none.clone(), "", MicrodroidUnknownRuntimeError),
+            (
+                ProcessEnd::Exited(211),
+                none.clone(),
+                "",
+                MicrodroidFailedToConnectToVirtualizationService,
+            ),
+            (
+                ProcessEnd::Exited(212),
+                none.clone(),
+                "",
+                MicrodroidPayloadHasChanged,
+            ),
+            (
+                ProcessEnd::Exited(213),
+                none.clone(),
+                "",
+                MicrodroidPayloadVerificationFailed,
+            ),
+            (
+                ProcessEnd::Exited(214),
+                none.clone(),
+                "",
+                MicrodroidInvalidPayloadConfig,
+            ),
+            (
+                ProcessEnd::Exited(215),
+                none.clone(),
+                "",
+                MicrodroidUnknownRuntimeError,
+            ),
             (ProcessEnd::Exited(216), none.clone(), "", Hangup),
             // A payload that exits with 214 is not an invalid config.
             (ProcessEnd::Exited(214), finished(214), "", Shutdown),
-            (ProcessEnd::Exited(0), finished(0), "MICRODROID_UNKNOWN_RUNTIME_ERROR|x", MicrodroidUnknownRuntimeError),
+            (
+                ProcessEnd::Exited(0),
+                finished(0),
+                "MICRODROID_UNKNOWN_RUNTIME_ERROR|x",
+                MicrodroidUnknownRuntimeError,
+            ),
             // Android's death_reason for the rest.
             (ProcessEnd::Exited(0), none.clone(), "", Shutdown),
             (ProcessEnd::Exited(1), none.clone(), "", StartFailed),
             (ProcessEnd::Exited(32), none.clone(), "", Reboot),
             (ProcessEnd::Exited(33), none.clone(), "", Crash),
             (ProcessEnd::Exited(35), none.clone(), "", StartFailed),
-            (ProcessEnd::Exited(0), none.clone(), "MICRODROID_INVALID_PAYLOAD_CONFIG", MicrodroidInvalidPayloadConfig),
+            (
+                ProcessEnd::Exited(0),
+                none.clone(),
+                "MICRODROID_INVALID_PAYLOAD_CONFIG",
+                MicrodroidInvalidPayloadConfig,
+            ),
             (ProcessEnd::Exited(209), none.clone(), "", Unknown),
         ];
         for (end, printed, failure, want) in cases {
-            assert_eq!(derive(end, &printed, failure), want, "{end:?} {printed:?} {failure:?}");
+            assert_eq!(
+                derive(end, &printed, failure),
+                want,
+                "{end:?} {printed:?} {failure:?}"
+            );
         }
     }
 
@@ -268,9 +315,17 @@ mod tests {
         r.write(&p).unwrap();
         assert_eq!(LastStop::read(&p).unwrap(), Some(r));
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("\"reason\":\"MICRODROID_INVALID_PAYLOAD_CONFIG\""), "{text}");
+        assert!(
+            text.contains("\"reason\":\"MICRODROID_INVALID_PAYLOAD_CONFIG\""),
+            "{text}"
+        );
         std::fs::write(&p, b"{\"reason\": 5}").unwrap();
-        assert!(LastStop::read(&p).unwrap_err().to_string().contains("last_stop.json"));
+        assert!(
+            LastStop::read(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("last_stop.json")
+        );
     }
 
     #[test]

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::payload::partition::{
-    self, DEFAULT_INSTANCE_SIZE, InstanceId, PartitionType, check_instance_image,
-    read_instance_id,
+    self, DEFAULT_INSTANCE_SIZE, InstanceId, PartitionType, check_instance_image, read_instance_id,
 };
 
 use super::config::VmAppConfig;
@@ -237,7 +236,9 @@ pub fn delete(home: &Home, vm_name: &str) -> Result<(), ManagerError> {
         .map_err(ManagerError::io("create", &tombstones))
         .and_then(|()| {
             let p = home.tombstone(vm_name);
-            File::create(&p).map(drop).map_err(ManagerError::io("create", p))
+            File::create(&p)
+                .map(drop)
+                .map_err(ManagerError::io("create", p))
         });
     let removed = fs::remove_dir_all(&trash).map_err(ManagerError::io("remove", &trash));
     tomb.and(removed)
@@ -480,7 +481,9 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<u64, ManagerError> {
         };
         let mut at = start;
         while at < end {
-            let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
+            let n = usize::try_from(end - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             let chunk = &mut buf[..n];
             src.read_exact_at(chunk, at)
                 .map_err(ManagerError::io("read", from))?;
@@ -528,7 +531,10 @@ mod tests {
             ["config.json", "instance.img", "instance_id", "storage.img"]
         );
         check_instance_image(&vm.file(home::INSTANCE_IMG)).unwrap();
-        assert_eq!(fs::metadata(vm.file(home::INSTANCE_IMG)).unwrap().len(), 10 << 20);
+        assert_eq!(
+            fs::metadata(vm.file(home::INSTANCE_IMG)).unwrap().len(),
+            10 << 20
+        );
         assert_eq!(fs::read(vm.file(home::INSTANCE_ID)).unwrap().len(), 64);
         let s = fs::read(vm.file(home::STORAGE_IMG)).unwrap();
         assert_eq!((s.len(), &s[..19]), (65536, &b"UNFORMATTED-STORAGE"[..]));
@@ -559,7 +565,11 @@ mod tests {
             })
             .unwrap_err();
             assert!(e.to_string().contains(fail_at), "{e}");
-            assert!(entries(&home.vms()).is_empty(), "{fail_at}: {:?}", entries(&home.vms()));
+            assert!(
+                entries(&home.vms()).is_empty(),
+                "{fail_at}: {:?}",
+                entries(&home.vms())
+            );
             assert!(matches!(status(&home, "a"), Err(ManagerError::NotFound(_))));
         }
     }
@@ -606,7 +616,10 @@ mod tests {
         let e = delete(&home, "a").unwrap_err().to_string();
         assert!(e.contains("running") && e.contains("deleting"), "{e}");
         let out = t.path().join("out");
-        assert!(matches!(export(&home, "a", &out), Err(ManagerError::Running { .. })));
+        assert!(matches!(
+            export(&home, "a", &out),
+            Err(ManagerError::Running { .. })
+        ));
         assert!(!out.exists());
         drop(held);
         delete(&home, "a").unwrap();
@@ -668,12 +681,23 @@ mod tests {
         ));
         let b = import(&home, "b", &out).unwrap();
         for f in ["config.json", "instance.img", "instance_id", "storage.img"] {
-            assert_eq!(fs::read(vm.file(f)).unwrap(), fs::read(b.file(f)).unwrap(), "{f}");
+            assert_eq!(
+                fs::read(vm.file(f)).unwrap(),
+                fs::read(b.file(f)).unwrap(),
+                "{f}"
+            );
         }
         // Sparse: the 10 MiB instance image allocates far less.
         let m = fs::metadata(b.file(home::INSTANCE_IMG)).unwrap();
-        assert!(m.blocks() * 512 < 1 << 20, "{} bytes allocated", m.blocks() * 512);
-        assert!(matches!(import(&home, "b", &out), Err(ManagerError::Exists(_))));
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+        assert!(matches!(
+            import(&home, "b", &out),
+            Err(ManagerError::Exists(_))
+        ));
         // Import ends a tombstone.
         delete(&home, "a").unwrap();
         import(&home, "a", &out).unwrap();
@@ -687,15 +711,20 @@ mod tests {
         create_with(&home, "a", &config(4096), &mut |_| Ok(())).unwrap();
         let out = t.path().join("desc");
         export(&home, "a", &out).unwrap();
-        let cases: [(&str, fn(&Path)); 5] = [
-            ("instance_id", |d| fs::write(d.join("instance_id"), [0u8; 63]).unwrap()),
+        type Spoil = (&'static str, fn(&Path));
+        let cases: [Spoil; 5] = [
+            ("instance_id", |d| {
+                fs::write(d.join("instance_id"), [0u8; 63]).unwrap()
+            }),
             ("instance image", |d| {
                 fs::write(d.join("instance.img"), [1u8; 4096]).unwrap()
             }),
             ("storage.img is missing", |d| {
                 fs::remove_file(d.join("storage.img")).unwrap()
             }),
-            ("config.json", |d| fs::write(d.join("config.json"), b"{").unwrap()),
+            ("config.json", |d| {
+                fs::write(d.join("config.json"), b"{").unwrap()
+            }),
             ("instance_id is missing", |d| {
                 fs::remove_file(d.join("instance_id")).unwrap()
             }),
@@ -727,7 +756,10 @@ mod tests {
         let dst = t.path().join("dst");
         assert_eq!(copy_sparse(&src, &dst).unwrap(), 8 << 20);
         assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
-        assert!(copy_sparse(&src, &dst).is_err(), "overwrote an existing file");
+        assert!(
+            copy_sparse(&src, &dst).is_err(),
+            "overwrote an existing file"
+        );
         let empty = t.file("empty", b"");
         copy_sparse(&empty, &t.path().join("e2")).unwrap();
         assert_eq!(fs::metadata(t.path().join("e2")).unwrap().len(), 0);
