@@ -296,6 +296,9 @@ fn export_then_import_under_a_new_name_runs() {
     assert_eq!(o.code, Some(203), "{o:?}");
     assert!(o.stdout.contains("PROBE-UP"), "{o:?}");
     assert_eq!(env.last_stop("copy")["reason"], "SHUTDOWN");
+    // The console of a stopped VM: its last run's, then the command ends.
+    let o = env.ok(&["console", "copy"]);
+    assert!(o.stdout.contains("PROBE-UP"), "{o:?}");
     assert!(
         env.vm_file("copy", "idsig").exists(),
         "idsig not regenerated"
