@@ -15,4 +15,5 @@ pub mod lifecycle;
 pub mod log_limit;
 pub mod manager;
 pub mod payload;
+pub mod unix_socket;
 pub mod vmm;

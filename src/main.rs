@@ -3,9 +3,13 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use micro_vmm::api::VmConfig;
 use micro_vmm::api::cli::{self, AppArgs, Command, DiskCommand, RunArgs};
+use micro_vmm::api::control::{self, ControlServer, ControlSocket, EventHub, VmHandle, VmInfo};
 use micro_vmm::app::AppConfig;
+use micro_vmm::app::service::PayloadOutcome;
 use micro_vmm::disk;
 use micro_vmm::payload::idsig;
 use micro_vmm::payload::partition::{self, PartitionType};
@@ -36,16 +40,38 @@ fn main() -> ExitCode {
         Some(Command::CreateIdsig { apk, out }) => create_idsig(&apk, &out),
         Some(Command::VerifyIdsig { apk, idsig }) => verify_idsig(&apk, &idsig),
         Some(Command::Vm(cmd)) => micro_vmm::manager::cli::main(cmd),
+        Some(Command::Ctl {
+            socket,
+            method,
+            args,
+        }) => control::client::run(&socket, &method, &args),
     };
     ExitCode::from(status as u8)
 }
 
-fn run(args: RunArgs) -> i32 {
+fn run(mut args: RunArgs) -> i32 {
+    let socket_path = args.socket.take();
     let config = match VmConfig::try_from(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("micro-vmm: invalid arguments: {e}");
             return code::INVALID_ARGS;
+        }
+    };
+    // Blocked before the socket exists, so that a stop signal always removes it again.
+    if let Err(e) = micro_vmm::vmm::signals::block_stop_signals() {
+        eprintln!("micro-vmm: cannot set the signal mask: {e}");
+        return code::ERROR;
+    }
+    let socket = match socket_path.as_deref().map(ControlSocket::bind).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            return if e.is_invalid_argument() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            };
         }
     };
     let vmm = match builder::build(&config) {
@@ -59,8 +85,38 @@ fn run(args: RunArgs) -> i32 {
             };
         }
     };
+    let server = match socket {
+        Some(socket) => {
+            let started = EventHub::new().and_then(|hub| {
+                let vm = VmHandle {
+                    exit: vmm.exit_handle(),
+                    pause: vmm.pause_handle(),
+                    info: VmInfo {
+                        cpus: config.vcpus,
+                        memory_mib: config.mem_mib,
+                        cid: config.vsock.as_ref().map(|v| v.cid),
+                        vsock_uds: config.vsock.as_ref().map(|v| v.uds.clone()),
+                    },
+                    payload: None,
+                };
+                ControlServer::start(socket, vm, Arc::new(hub))
+            });
+            match started {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("micro-vmm: cannot start the VM: {e}");
+                    return code::ERROR;
+                }
+            }
+        }
+        None => None,
+    };
     let exit = vmm.run();
     eprintln!("micro-vmm: {}", exit.describe());
+    if let Some(s) = server {
+        let reason = micro_vmm::app::run::stop_reason(&exit, "", &PayloadOutcome::default());
+        s.finish(reason, exit.exit_code());
+    }
     exit.exit_code()
 }
 

@@ -184,6 +184,8 @@ fn detached_run_status_stop_and_delete() {
     assert_eq!(env.status("a"), "stopped");
     let last = env.last_stop("a");
     assert_eq!(last["reason"], "KILLED", "{last}");
+    // The monitor subscribed to the control socket and got the `stopped` event.
+    assert_eq!(last["source"], "control_socket", "{last}");
     let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "a"]).stdout).unwrap();
     assert_eq!(info["status"], "stopped");
     assert_eq!(info["last_stop"]["reason"], "KILLED");
@@ -239,6 +241,7 @@ fn kill_9_of_the_vmm_is_killed() {
     let last = env.last_stop("k");
     assert_eq!(last["reason"], "KILLED", "{last}");
     assert_eq!(last["signal"], 9, "{last}");
+    assert_eq!(last["source"], "exit_status", "{last}");
     assert!(last["exit_code"].is_null(), "{last}");
 }
 

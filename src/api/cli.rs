@@ -88,6 +88,9 @@ pub struct AppArgs {
     /// 300 when micro-vmm itself runs in a VM].
     #[arg(long, value_name = "SECS", requires = "app")]
     pub hangup_timeout: Option<u64>,
+    /// Serve the control socket (docs/api.md) at this path while the VM runs.
+    #[arg(long, value_name = "PATH", requires = "app")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +119,16 @@ pub enum Command {
     /// Manage app VMs kept in VM directories (docs/manager.md).
     #[command(subcommand)]
     Vm(crate::manager::cli::VmCommand),
+    /// Send one request to a VM's control socket and print the response (docs/api.md):
+    /// version, status, stop [TIMEOUT_MS], kill, pause, resume, subscribe (prints events until
+    /// the VM stops), connect-vsock PORT (bridges stdin/stdout to the guest's port).
+    Ctl {
+        /// The VM's control socket (`--socket PATH`).
+        socket: PathBuf,
+        method: String,
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +198,9 @@ pub struct RunArgs {
     /// Console input: stdin or none.
     #[arg(long, value_name = "SOURCE", default_value = "stdin")]
     pub console_in: String,
+    /// Serve the control socket (docs/api.md) at this path while the VM runs.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// --disk and --rwdisk in command-line order (filled from the parsed matches).
     #[arg(skip)]
     pub ordered_disks: Vec<DiskConfig>,

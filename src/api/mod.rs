@@ -1,8 +1,9 @@
-//! The user-facing surface: command-line parsing and the validated configuration it produces.
-//! (The control socket joins this module in a later issue.)
+//! The user-facing surface: command-line parsing, the validated configuration it produces,
+//! and the control socket (docs/api.md).
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod vmconfig;
 
 pub use config::{

@@ -42,6 +42,8 @@ pub struct AppConfig {
     pub os_config: Option<PathBuf>,
     pub guest_dir: Option<PathBuf>,
     pub hangup_timeout: Duration,
+    /// The control socket's path (`--socket`).
+    pub socket: Option<PathBuf>,
 }
 
 impl TryFrom<AppArgs> for AppConfig {
@@ -112,6 +114,7 @@ impl TryFrom<AppArgs> for AppConfig {
             os_config: a.os_config,
             guest_dir: a.guest_dir,
             hangup_timeout,
+            socket: a.socket,
         })
     }
 }
@@ -161,6 +164,8 @@ mod tests {
             "5",
             "--log",
             "file:/tmp/l",
+            "--socket",
+            "/tmp/c.sock",
         ])
         .unwrap();
         assert_eq!(c.apk, PathBuf::from("a.apk"));
@@ -172,6 +177,7 @@ mod tests {
         assert_eq!(c.hangup_timeout, Duration::from_secs(5));
         assert_eq!(c.log, OutputTarget::File("/tmp/l".into()));
         assert_eq!(c.serial, OutputTarget::Stdout);
+        assert_eq!(c.socket, Some(PathBuf::from("/tmp/c.sock")));
         let d = app(&["--app", "a", "b", "c"]).unwrap();
         assert_eq!((d.cid, d.vcpus, d.storage, d.debug), (3, 1, None, false));
     }
@@ -208,6 +214,7 @@ mod tests {
             &["--app", "a", "b", "c", "--hangup-timeout", "0"],
             &["--app", "a", "b", "c", "--serial", "tcp:1"],
             &["--instance", "i.img"],
+            &["--socket", "s"],
             &["--app", "a", "b", "c", "run"],
             &[],
         ] {

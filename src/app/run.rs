@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::control::{ControlServer, ControlSocket, EventHub, VmHandle, VmInfo};
 use crate::api::{BootSource, InputSource, OutputTarget, VmConfig, VsockConfig};
 use crate::lifecycle::protocol::GuestEvent;
 use crate::lifecycle::{ErrorCode, LIFECYCLE_PORT, StopReason};
@@ -51,6 +52,18 @@ pub fn run(cfg: &AppConfig) -> i32 {
         eprintln!("micro-vmm: cannot set the signal mask: {e}");
         return code::ERROR;
     }
+    // The control socket is claimed first: a live one there refuses the start.
+    let socket = match cfg.socket.as_deref().map(ControlSocket::bind).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            return if e.is_invalid_argument() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            };
+        }
+    };
     let work = match WorkDir::create_in_tmp() {
         Ok(w) => w,
         Err(e) => {
@@ -63,7 +76,7 @@ pub fn run(cfg: &AppConfig) -> i32 {
         Err(e) => return report_start_failure(&e),
     };
     timing(t0, "payload disk built");
-    let result = run_vm(cfg, &work, prepared, t0);
+    let result = run_vm(cfg, &work, prepared, socket, t0);
     timing(t0, "VM exited");
     eprintln!("micro-vmm: VM stopped: {}", result.reason.name());
     result.exit_code
@@ -289,7 +302,13 @@ fn timing(t0: Instant, what: &str) {
     log::info!("timing: {:.1} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
 }
 
-fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared, t0: Instant) -> RunResult {
+fn run_vm(
+    cfg: &AppConfig,
+    work: &WorkDir,
+    p: Prepared,
+    socket: Option<ControlSocket>,
+    t0: Instant,
+) -> RunResult {
     let vmm = match builder::build(&p.vm) {
         Ok(v) => v,
         Err(e) => {
@@ -305,18 +324,22 @@ fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared, t0: Instant) -> RunResul
     };
     timing(t0, "VM built");
     let exit: Arc<ExitState> = vmm.exit_handle();
-    let socket = work.join(&format!("vsock.sock_{LIFECYCLE_PORT}"));
+    let hub = match socket.as_ref().map(|_| EventHub::new()).transpose() {
+        Ok(h) => h.map(Arc::new),
+        Err(e) => return start_failed(&e),
+    };
+    let lifecycle_socket = work.join(&format!("vsock.sock_{LIFECYCLE_PORT}"));
     let service = match LifecycleService::start(
-        &socket,
+        &lifecycle_socket,
         Arc::clone(&exit),
         cfg.hangup_timeout,
-        print_events(t0),
+        print_events(t0, hub.clone()),
     ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
                 "micro-vmm: cannot serve the lifecycle socket {}: {e}",
-                socket.display()
+                lifecycle_socket.display()
             );
             let outcome = PayloadOutcome::default();
             let reason = StopReason::StartFailed;
@@ -326,6 +349,26 @@ fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared, t0: Instant) -> RunResul
                 outcome,
             };
         }
+    };
+    let server = match (socket, hub) {
+        (Some(socket), Some(hub)) => {
+            let vm = VmHandle {
+                exit: Arc::clone(&exit),
+                pause: vmm.pause_handle(),
+                info: VmInfo {
+                    cpus: p.vm.vcpus,
+                    memory_mib: p.vm.mem_mib,
+                    cid: Some(cfg.cid),
+                    vsock_uds: p.vm.vsock.as_ref().map(|v| v.uds.clone()),
+                },
+                payload: Some(Arc::new(service.handle())),
+            };
+            match ControlServer::start(socket, vm, hub) {
+                Ok(s) => Some(s),
+                Err(e) => return start_failed(&e),
+            }
+        }
+        _ => None,
     };
     eprintln!(
         "micro-vmm: created VM for {} with CID {}",
@@ -338,6 +381,22 @@ fn run_vm(cfg: &AppConfig, work: &WorkDir, p: Prepared, t0: Instant) -> RunResul
     copy_log(&p.ttys1, &cfg.log);
     log::info!("{}", vm_exit.describe());
     let reason = stop_reason(&vm_exit, &failure, &outcome);
+    let exit_code = exit_code::for_run(reason, &outcome);
+    if let Some(s) = server {
+        s.finish(reason, exit_code);
+    }
+    RunResult {
+        reason,
+        exit_code,
+        outcome,
+    }
+}
+
+/// A host failure while setting up around the built VM: `START_FAILED`.
+fn start_failed(e: &dyn std::fmt::Display) -> RunResult {
+    eprintln!("micro-vmm: cannot start the VM: {e}");
+    let outcome = PayloadOutcome::default();
+    let reason = StopReason::StartFailed;
     RunResult {
         reason,
         exit_code: exit_code::for_run(reason, &outcome),
@@ -357,9 +416,19 @@ pub fn stop_reason(vm_exit: &VmExit, failure: &str, outcome: &PayloadOutcome) ->
     }
 }
 
-/// Prints each accepted event on stderr, as it happens.
-fn print_events(t0: Instant) -> Observer {
-    Box::new(move |event| match event {
+/// Prints each accepted event on stderr, as it happens, and hands it to the control socket's
+/// subscribers.
+fn print_events(t0: Instant, hub: Option<Arc<EventHub>>) -> Observer {
+    Box::new(move |event| {
+        print_event(t0, event);
+        if let Some(h) = &hub {
+            h.publish_guest_event(event);
+        }
+    })
+}
+
+fn print_event(t0: Instant, event: &GuestEvent) {
+    match event {
         GuestEvent::Hello { .. } => timing(t0, "guest agent connected"),
         GuestEvent::Started => {
             timing(t0, "payload started");
@@ -373,7 +442,7 @@ fn print_events(t0: Instant) -> Observer {
         GuestEvent::Error { code, message } => {
             eprintln!("micro-vmm: error {}: {message}", code.name())
         }
-    })
+    }
 }
 
 /// The failure string the guest wrote to ttyS1 (bounded; empty when none).

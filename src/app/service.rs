@@ -39,6 +39,47 @@ struct Shared {
     conn: Mutex<Option<UnixStream>>,
 }
 
+/// A cloneable view of the service for other threads: the outcome so far and the shutdown
+/// request (the control socket uses it).
+#[derive(Clone)]
+pub struct LifecycleHandle {
+    shared: Arc<Shared>,
+}
+
+impl LifecycleHandle {
+    /// A snapshot of what the payload has done so far.
+    pub fn outcome(&self) -> PayloadOutcome {
+        lock(&self.shared.outcome).clone()
+    }
+
+    /// Asks the agent to stop the payload and power off. False when no agent is connected
+    /// (or the request does not fit in the connection's buffer: the agent is not reading).
+    pub fn request_shutdown(&self) -> bool {
+        match &mut *lock(&self.shared.conn) {
+            Some(c) => c
+                .write_all(&protocol::encode(&HostRequest::Shutdown))
+                .is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl crate::api::control::PayloadControl for LifecycleHandle {
+    fn status(&self) -> crate::api::control::PayloadStatus {
+        let o = self.outcome();
+        crate::api::control::PayloadStatus {
+            started: o.started,
+            ready: o.ready,
+            finished: o.finished,
+            error: o.error.map(|(code, msg)| (code.name().to_string(), msg)),
+        }
+    }
+
+    fn request_shutdown(&self) -> bool {
+        LifecycleHandle::request_shutdown(self)
+    }
+}
+
 /// The running service; [`LifecycleService::finish`] stops it and returns the outcome.
 pub struct LifecycleService {
     shared: Arc<Shared>,
@@ -84,19 +125,21 @@ impl LifecycleService {
         })
     }
 
+    /// A handle for other threads.
+    pub fn handle(&self) -> LifecycleHandle {
+        LifecycleHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// A snapshot of what the payload has done so far.
     pub fn outcome(&self) -> PayloadOutcome {
-        lock(&self.shared.outcome).clone()
+        self.handle().outcome()
     }
 
     /// Asks the agent to stop the payload and power off. False when no agent is connected.
     pub fn request_shutdown(&self) -> bool {
-        match &mut *lock(&self.shared.conn) {
-            Some(c) => c
-                .write_all(&protocol::encode(&HostRequest::Shutdown))
-                .is_ok(),
-            None => false,
-        }
+        self.handle().request_shutdown()
     }
 
     /// Stops the thread (after it has read what the guest already sent) and returns the

@@ -1,19 +1,22 @@
 //! The control-socket client (docs/api.md, version 1): newline-delimited JSON requests and
 //! responses over a Unix stream socket, events after `subscribe`, and the stream descriptor
-//! `connect-vsock` passes with SCM_RIGHTS.
+//! `connect-vsock` passes with SCM_RIGHTS (received with [`crate::api::control::fdpass`]).
+//! `micro-vmm ctl` ([`crate::api::control::client`]) is the command-line client; this one is
+//! the library form the manager needs (typed results, the `stopped` event).
 //!
 //! Everything read is untrusted: lines are bounded ([`MAX_LINE`]), responses are checked for
 //! their `id`, and each wait has a timeout.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::api::control::fdpass;
 use crate::lifecycle::StopReason;
 
 use super::ManagerError;
@@ -169,8 +172,9 @@ impl Client {
                 return Err(self.error(format!("a line longer than {MAX_LINE} bytes")));
             }
             let mut chunk = [0u8; 4096];
-            let n = recv_with_fds(&self.stream, &mut chunk, &mut fds)
+            let (n, fd) = fdpass::recv_with_fd(&self.stream, &mut chunk)
                 .map_err(|e| self.error(format!("read: {e}")))?;
+            fds.extend(fd);
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
@@ -186,69 +190,11 @@ impl Client {
 /// A line without its newline, and the descriptors that came with it.
 type Line = (Vec<u8>, Vec<OwnedFd>);
 
-/// Most descriptors taken from one message.
-const MAX_FDS: usize = 4;
-
-/// `recvmsg` into `buf`, appending any SCM_RIGHTS descriptors to `fds` (they are closed on
-/// drop if unused). Retries on EINTR.
-fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut cbuf = [0u64; 16];
-    loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: an all-zero msghdr is valid; the pointers are set below.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&cbuf);
-        // SAFETY: msg points at live buffers of the given sizes for the call's duration.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: walking the control messages recvmsg filled in, with the libc macros.
-        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        while !cmsg.is_null() {
-            // SAFETY: cmsg is a valid header inside cbuf (CMSG_FIRSTHDR/NXTHDR checked it).
-            let (level, kind, len) =
-                unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
-            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
-                // SAFETY: CMSG_LEN(0) is a constant computation.
-                let header = unsafe { libc::CMSG_LEN(0) } as usize;
-                let count = len.saturating_sub(header) / mem::size_of::<libc::c_int>();
-                // SAFETY: the data holds `count` ints inside the control buffer.
-                let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<libc::c_int>();
-                for i in 0..count {
-                    // SAFETY: i < count; read_unaligned copes with any alignment.
-                    let fd = unsafe { data.add(i).read_unaligned() };
-                    if fd >= 0 {
-                        // SAFETY: the kernel just gave us this descriptor; we own it now.
-                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                        if fds.len() < MAX_FDS {
-                            fds.push(owned);
-                        }
-                    }
-                }
-            }
-            // SAFETY: as for CMSG_FIRSTHDR.
-            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-        }
-        return Ok(n as usize);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read};
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
 
     /// A fake server: answers each request line with `reply(request)`.
@@ -353,7 +299,7 @@ mod tests {
             assert_eq!(req["params"]["port"], 5555);
             let (mine, theirs) = UnixStream::pair().unwrap();
             let line = format!("{}\n", json!({"id": req["id"], "result": {"port": 5555}}));
-            send_fd(s, line.as_bytes(), theirs.as_raw_fd());
+            assert!(fdpass::send_with_fd(s, line.as_bytes(), theirs.as_raw_fd()).unwrap() > 0);
             (&mine).write_all(b"hello from the guest").unwrap();
         });
         let mut c = Client::connect(&p).unwrap();
@@ -364,27 +310,5 @@ mod tests {
         assert_eq!(got, "hello from the guest");
         drop(c);
         server.join().unwrap();
-    }
-
-    fn send_fd(sock: &UnixStream, data: &[u8], fd: i32) {
-        let mut cbuf = [0u64; 8];
-        let mut iov = libc::iovec {
-            iov_base: data.as_ptr() as *mut _,
-            iov_len: data.len(),
-        };
-        // SAFETY: test code building a valid msghdr over live buffers.
-        unsafe {
-            let mut msg: libc::msghdr = mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-            libc::CMSG_DATA(c).cast::<i32>().write_unaligned(fd);
-            assert!(libc::sendmsg(sock.as_raw_fd(), &msg, 0) > 0);
-        }
     }
 }

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::config::VmPayloadConfig;
@@ -63,13 +62,6 @@ pub fn vmm_binary() -> Result<PathBuf, ManagerError> {
     std::env::current_exe().map_err(ManagerError::io("find", "the micro-vmm executable"))
 }
 
-/// True when this build's `--app` serves a control socket (`--socket`, docs/api.md).
-pub fn app_has_control_socket() -> bool {
-    crate::api::cli::Cli::command()
-        .get_arguments()
-        .any(|a| a.get_id() == "socket")
-}
-
 /// The `micro-vmm --app ...` arguments for a VM directory.
 pub fn app_args(vm: &VmDir, config: &VmAppConfig, extra_apks: usize) -> Vec<String> {
     let p = |f: &str| vm.file(f).display().to_string();
@@ -104,10 +96,9 @@ pub fn app_args(vm: &VmDir, config: &VmAppConfig, extra_apks: usize) -> Vec<Stri
     if config.debug {
         a.push("--debug".into());
     }
-    if app_has_control_socket() {
-        a.extend(["--socket".into(), p(home::CONTROL_SOCK)]);
-    }
     a.extend([
+        "--socket".into(),
+        p(home::CONTROL_SOCK),
         "--serial".into(),
         format!("file:{}", p(home::CONSOLE_LOG)),
         "--log".into(),
@@ -311,11 +302,11 @@ fn watch(
     started(Ok(pid));
 
     let exited = Arc::new(AtomicBool::new(false));
-    let subscriber = app_has_control_socket().then(|| {
+    let subscriber = {
         let sock = vm.file(home::CONTROL_SOCK);
         let exited = Arc::clone(&exited);
-        thread::spawn(move || subscribe_when_up(&sock, &exited))
-    });
+        Some(thread::spawn(move || subscribe_when_up(&sock, &exited)))
+    };
 
     let status = wait_streaming(&mut child, &signals, vm, stream.as_mut())?;
     exited.store(true, Ordering::Relaxed);
@@ -569,10 +560,7 @@ mod tests {
         ] {
             assert!(a.contains(want), "{want:?} not in {a}");
         }
-        assert_eq!(
-            a.contains("--socket /h/vm/a/control.sock"),
-            app_has_control_socket()
-        );
+        assert!(a.contains("--socket /h/vm/a/control.sock"), "{a}");
         c.encrypted_storage_bytes = 0;
         c.memory_mib = None;
         c.debug = false;

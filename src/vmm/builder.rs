@@ -12,6 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::event_loop::Subscriber;
 use super::exit::{ExitState, VmExit};
 use super::memory::{self, GuestMemoryMmap};
+use super::pause::PauseControl;
 use super::vcpu::Vcpu;
 use super::{Vmm, VmmError, signals};
 use crate::api::{BootSource, OutputTarget, VmConfig};
@@ -230,6 +231,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("report CPUID"))?;
+    let pause = Arc::new(PauseControl::new());
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
     for id in 0..cfg.vcpus {
         let fd = vm
@@ -255,6 +257,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
             io_bus.clone(),
             mmio_bus.clone(),
             exit.clone(),
+            pause.clone(),
         ));
     }
 
@@ -266,6 +269,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         console_in: cfg.console_in,
         outputs,
         exit,
+        pause,
         _vm: vm,
         _kvm: kvm,
         _mem: mem,

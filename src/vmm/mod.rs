@@ -5,6 +5,7 @@ pub mod builder;
 pub mod event_loop;
 pub mod exit;
 pub mod memory;
+pub mod pause;
 pub mod signals;
 pub mod terminal;
 pub mod vcpu;
@@ -26,6 +27,7 @@ use crate::devices::serial::input::spawn_input_thread;
 use crate::devices::serial::output::OutputSink;
 use exit::{ExitState, VmExit};
 use memory::GuestMemoryMmap;
+use pause::PauseControl;
 use vcpu::Vcpu;
 
 /// How long the outputs get to drain at exit before a stalled reader is given up on.
@@ -106,6 +108,7 @@ pub struct Vmm {
     console_in: InputSource,
     outputs: Vec<OutputSink>,
     exit: Arc<ExitState>,
+    pause: Arc<PauseControl>,
     _vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -115,6 +118,11 @@ impl Vmm {
     /// A handle other threads use to stop the VM ([`ExitState::request`]) once it runs.
     pub fn exit_handle(&self) -> Arc<ExitState> {
         Arc::clone(&self.exit)
+    }
+
+    /// A handle that pauses and resumes the vCPUs (the devices keep running).
+    pub fn pause_handle(&self) -> Arc<PauseControl> {
+        Arc::clone(&self.pause)
     }
 
     /// Runs the VM until it ends; never panics, restores the terminal, drains the outputs.
@@ -127,6 +135,7 @@ impl Vmm {
             console_in,
             outputs,
             exit,
+            pause,
             _vm,
             _kvm,
             _mem,
@@ -181,6 +190,8 @@ impl Vmm {
         let why = exit
             .reason()
             .unwrap_or_else(|| VmExit::HostError("stopped without a reason".into()));
+        // Parked (paused) vCPUs must be able to see the stop.
+        pause.release();
         stop_vcpus(&exit, threads);
         if let Some(l) = event_loop {
             l.stop();

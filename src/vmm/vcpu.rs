@@ -10,6 +10,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::exit::{ExitState, VmExit};
+use super::pause::PauseControl;
 use crate::devices::ResetCause;
 use crate::devices::bus::Bus;
 use crate::log_limit::LogLimit;
@@ -49,6 +50,7 @@ pub struct Vcpu {
     io_bus: Arc<Bus>,
     mmio_bus: Arc<Bus>,
     exit: Arc<ExitState>,
+    pause: Arc<PauseControl>,
 }
 
 /// What one KVM_RUN return means for the loop.
@@ -65,6 +67,7 @@ impl Vcpu {
         io_bus: Arc<Bus>,
         mmio_bus: Arc<Bus>,
         exit: Arc<ExitState>,
+        pause: Arc<PauseControl>,
     ) -> Self {
         Vcpu {
             id,
@@ -72,14 +75,21 @@ impl Vcpu {
             io_bus,
             mmio_bus,
             exit,
+            pause,
         }
     }
 
-    /// Runs until the VM stops (this vCPU's exit, another vCPU's, a device's or the host's).
+    /// Runs until the VM stops (this vCPU's exit, another vCPU's, a device's or the host's);
+    /// waits between two KVM_RUNs while the VM is paused.
     pub fn run(mut self) {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|c| c.set(run_ptr));
+        self.pause.register_current_thread();
         while !self.exit.is_stopping() {
+            self.pause.park_if_paused();
+            if self.exit.is_stopping() {
+                break;
+            }
             let step = self.run_once();
             match step {
                 Step::Continue => {}
@@ -90,6 +100,7 @@ impl Vcpu {
                 }
             }
         }
+        self.pause.unregister_current_thread();
         KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
         if log::log_enabled!(log::Level::Debug)
             && let Ok(r) = self.fd.get_regs()

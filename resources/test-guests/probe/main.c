@@ -2,7 +2,8 @@
  * `probe=<name>` tokens of the command line in order, then the last
  * `exit=<action>` (default poweroff). Also implements `probe=echo` and
  * `probe=log` (a line to COM2, the log port), `probe=fail` (Android's failure string on
- * COM2) and `probe=flood` (100 KB of output). */
+ * COM2), `probe=flood` (100 KB of output) and `probe=tick` (a numbered line every ~10 ms,
+ * forever, timed by the PIT). */
 #include "probe.h"
 
 static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
@@ -57,6 +58,36 @@ static void probe_echo(void)
 	}
 }
 
+/* PIT channel 0, counter latched and read (low byte, high byte). */
+static uint16_t pit_read(void)
+{
+	outb(0x43, 0x00);
+	uint8_t lo = inb(0x40);
+	uint8_t hi = inb(0x40);
+	return (uint16_t)(lo | (uint16_t)hi << 8);
+}
+
+/* "TICK <n>" each time the PIT's counter wraps: channel 0 in mode 2 (rate generator) with
+ * 11932 counts of 1.193182 MHz is 10 ms. Interrupts stay off: the counter is polled. */
+#define TICK_COUNTS 11932
+
+static void probe_tick(void)
+{
+	outb(0x43, 0x34);
+	outb(0x40, TICK_COUNTS & 0xff);
+	outb(0x40, TICK_COUNTS >> 8);
+	uint16_t prev = pit_read();
+	for (uint64_t n = 0;;) {
+		uint16_t now = pit_read();
+		if (now > prev) {
+			put_str("TICK ");
+			put_dec(n++);
+			put_nl();
+		}
+		prev = now;
+	}
+}
+
 static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 {
 	if (token_is(name, n, "bootinfo"))
@@ -67,6 +98,8 @@ static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 		probe_smp(bi);
 	else if (token_is(name, n, "echo"))
 		probe_echo();
+	else if (token_is(name, n, "tick"))
+		probe_tick();
 	else if (token_is(name, n, "flood")) {
 		/* 1000 lines of 100 bytes: 100 KB, more than a pipe holds. */
 		for (int i = 0; i < 1000; i++) {

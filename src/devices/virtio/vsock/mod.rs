@@ -10,8 +10,8 @@
 //! per-connection state machine and credit accounting (no sockets); `handshake` the `CONNECT`
 //! line parser; `muxer` the host side (listener, ports, sockets, epoll interest, timers, and
 //! in `muxer/guest.rs` the guest packets); `device` the queues and the `VirtioDevice`
-//! implementation; `event_handler` the event-loop glue; `unix` the socket helpers (stale
-//! socket replacement, non-blocking connect).
+//! implementation; `event_handler` the event-loop glue. The socket helpers (stale socket replacement,
+//! non-blocking connect) are in [`crate::unix_socket`].
 //!
 //! Everything the guest and the host programs send is untrusted: bad packets are dropped or
 //! answered with RST, bad handshakes close the host socket, memory is bounded per connection
@@ -23,7 +23,6 @@ pub mod event_handler;
 pub mod handshake;
 pub mod muxer;
 pub mod packet;
-mod unix;
 
 #[cfg(test)]
 mod tests;
@@ -106,4 +105,15 @@ pub enum VsockError {
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+impl From<crate::unix_socket::SocketError> for VsockError {
+    fn from(e: crate::unix_socket::SocketError) -> Self {
+        use crate::unix_socket::SocketError;
+        match e {
+            SocketError::InUse(p) => VsockError::InUse(p),
+            SocketError::NotASocket(p) => VsockError::NotASocket(p),
+            SocketError::Bind { path, source } => VsockError::Bind { path, source },
+        }
+    }
 }

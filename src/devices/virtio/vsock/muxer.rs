@@ -16,7 +16,6 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,11 +27,13 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::{Connection, State, Step};
 use super::handshake::{Line, LineBuf};
 use super::packet::Header;
-use super::unix::{Connect, bind_listener, connect_nonblocking, set_nonblocking};
 use super::{
     CONN_TIMEOUT, HOST_PORT_FIRST, MAX_CONNECTIONS, MAX_PENDING_RST, TIMER_TICK, VsockError,
 };
 use crate::log_limit::LogLimit;
+use crate::unix_socket::{
+    Connect, bind_listener, connect_nonblocking, remove_if_ours, set_nonblocking,
+};
 
 /// Epoll data tags of the device's subscription; a connection's tag is `EV_CONN_BASE + slot`.
 pub const EV_RX: u32 = 0;
@@ -640,10 +641,6 @@ fn interest_set(conn: &Connection) -> EventSet {
 impl Drop for Muxer {
     fn drop(&mut self) {
         // Remove the socket file only if it is still the one we bound.
-        if let Ok(md) = std::fs::symlink_metadata(&self.uds_path)
-            && (md.dev(), md.ino()) == self.listener_id
-        {
-            let _ = std::fs::remove_file(&self.uds_path);
-        }
+        remove_if_ours(&self.uds_path, self.listener_id);
     }
 }
