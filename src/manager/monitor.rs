@@ -387,7 +387,17 @@ fn wait_streaming(
 fn subscribe_when_up(sock: &Path, exited: &AtomicBool) -> Option<control::Stopped> {
     while !exited.load(Ordering::Relaxed) {
         if let Ok(client) = Client::connect(sock) {
-            return client.subscribe(|_| {}).ok().flatten();
+            return match client.subscribe(|ev| log::debug!("event {ev}")) {
+                Ok(None) => {
+                    log::info!("{}: closed without a stopped event", sock.display());
+                    None
+                }
+                Ok(stopped) => stopped,
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            };
         }
         thread::sleep(Duration::from_millis(20));
     }
