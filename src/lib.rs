@@ -13,6 +13,7 @@ pub mod devices;
 pub mod disk;
 pub mod lifecycle;
 pub mod log_limit;
+pub mod manager;
 pub mod payload;
 pub mod unix_socket;
 pub mod vmm;

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             },
             &out_dir,
         ),
+        Some(Command::Vm(cmd)) => micro_vmm::manager::cli::main(cmd),
         Some(Command::Ctl {
             socket,
             method,

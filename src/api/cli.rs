@@ -132,6 +132,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         apex_dir: Option<PathBuf>,
     },
+    /// Manage app VMs kept in VM directories (docs/manager.md).
+    #[command(subcommand)]
+    Vm(crate::manager::cli::VmCommand),
     /// Send one request to a VM's control socket and print the response (docs/api.md):
     /// version, status, stop [TIMEOUT_MS], kill, pause, resume, subscribe (prints events until
     /// the VM stops), connect-vsock PORT (bridges stdin/stdout to the guest's port).
