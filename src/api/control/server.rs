@@ -389,6 +389,9 @@ impl Worker {
                 self.take_completions();
                 self.fan_out();
                 if self.shared.shutdown.load(Ordering::SeqCst) {
+                    // `finish` publishes before it sets the flag: events published after the
+                    // drain above (the `stopped` event) are fanned out here, not lost.
+                    self.fan_out();
                     self.final_flush();
                     return;
                 }
