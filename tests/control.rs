@@ -457,7 +457,10 @@ fn a_client_with_another_uid_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("without answering") || err.contains("Connection reset"),
+        // Closed before, during or after the request was written.
+        err.contains("without answering")
+            || err.contains("Connection reset")
+            || err.contains("Broken pipe"),
         "{err}"
     );
     assert_eq!(c.call("status")["result"]["state"], "STARTED", "not killed");
