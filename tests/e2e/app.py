@@ -32,6 +32,31 @@ HEAD = f"""
 export TMPDIR=$TMP/apptmp; mkdir -p $TMPDIR
 cp $L2/extra-lib.apk {EXTRA_APK}
 leftovers() {{ echo "leftovers=$(ls $TMPDIR | wc -l)"; }}
+export MICRO_VMM_HOME=$TMP/home
+cat > $TMP/life.json <<JSON
+{{"apk": "$L2/life.apk", "config_path": "assets/vm_config.json",
+  "encrypted_storage_bytes": 1048576, "guest_dir": "$L2"}}
+JSON
+wait_ready() {{  # NAME: until the VM's control socket says READY (bounded)
+    i=0; st=
+    while [ $i -lt 400 ]; do
+        st=$("$MVMM" ctl $MICRO_VMM_HOME/vm/$1/control.sock status 2>/dev/null |
+             grep -o '"state": *"[A-Z]*"' | grep -o '[A-Z][A-Z]*')
+        [ "$st" = READY ] && break
+        sleep 0.5; i=$((i + 1))
+    done
+    echo "$1 state $st"
+}}
+life_run() {{  # NAME N: run detached, wait for READY, echo over vsock, stop; print the results
+    "$MVMM" vm run $1 --detach > /dev/null; echo "$1 run$2 rc=$?"
+    wait_ready $1
+    echo "$1 status-running $("$MVMM" vm status $1)"
+    echo "$1 vsock $(echo hello-vsock | timeout 60 "$MVMM" vm connect-vsock $1 5555 2>/dev/null)"
+    "$MVMM" vm stop $1 > /dev/null; echo "$1 stop$2 rc=$?"
+    echo "$1 status-stopped $("$MVMM" vm status $1)"
+    echo "$1 reason $(grep -o '"reason": *"[A-Z_]*"' $MICRO_VMM_HOME/vm/$1/last_stop.json | grep -o '[A-Z][A-Z_]*')"
+    echo "$1 count $(grep -o 'LIFE-COUNT [0-9]*' $MICRO_VMM_HOME/vm/$1/console.log)"
+}}
 stop_app() {{  # SIGTERM to the processes whose command line names $1 (busybox has no pkill)
     for p in /proc/[0-9]*; do
         grep -q "$1" $p/cmdline 2>/dev/null && kill -TERM ${{p#/proc/}} 2>/dev/null
@@ -40,7 +65,7 @@ stop_app() {{  # SIGTERM to the processes whose command line names $1 (busybox h
 """
 
 
-def build_apps(work):
+def build_apps(work, vsock_tool):
     """The APKs (and apksigner's idsig) the scenarios run: {name in $L2: path}."""
     def payload(name, text):
         path = os.path.join(work, name)
@@ -83,6 +108,13 @@ def build_apps(work):
             "task": task, "extra_apks": [{"path": EXTRA_APK}]}), "--payload", payload(
             "extra.sh", "tail -n 1 /mnt/extra-apk/0/assets/extra.txt\n")),
     }
+    files["life.apk"] = app("life.apk", "--add", f"bin/vsock_tool={vsock_tool}", "--payload",
+                            payload("life.sh", (
+                                "f=/mnt/encryptedstore/count\n"
+                                "n=$(cat $f 2>/dev/null || echo 0); n=$((n + 1))\n"
+                                "echo $n > $f && sync && echo LIFE-COUNT $n\n"
+                                "/bin/vm_payload ready\n"
+                                "exec /mnt/apk/bin/vsock_tool serve 5555\n")))
     files["signed.apk.idsig"] = files["signed.apk"] + ".idsig"
     # The tampered APK: one byte of the (deflated) manifest flipped after signing; the zip
     # still opens and the config still reads, so only the guest's verification catches it.
@@ -205,6 +237,40 @@ def scenarios():
 
     out.append(Scenario("app-extra", app_args("extra.apk", None, "--extra-idsig",
                                               "$TMP/extra.idsig"), extra, timeout=300))
+    def life(r):
+        expect(r.rc == 0, f"vm create: exit {r.rc}")
+        for name, run, count in (("life", "1", 1), ("life", "2", 2), ("life2", "3", 3)):
+            tag = f"{name}#{run} "
+            got = dict(l[len(tag):].split(" ", 1) for l in r.post
+                       if l.startswith(tag) and " " in l[len(tag):])
+            expect(got.get("state") == "READY", f"{tag}: state {got.get('state')}: {r.post}")
+            expect(got.get("status-running") == "running", f"{tag}: {got}")
+            expect(got.get("vsock") == "hello-vsock", f"{tag}: connect-vsock echo: {got}")
+            expect(got.get("status-stopped") == "stopped", f"{tag}: {got}")
+            expect(got.get("reason") == "SHUTDOWN", f"{tag}: stop reason {got.get('reason')}")
+            expect(got.get("count") == f"LIFE-COUNT {count}",
+                   f"{tag}: storage counter {got.get('count')} (same instance and storage)")
+        for want in ("export rc=0", "import rc=0", "delete rc=0", "status-deleted deleted",
+                     "delete-running-refused"):
+            expect(any(l.endswith(want) for l in r.post), f"missing {want!r}: {r.post}")
+
+    # The full life of an app VM through the manager: create, run (READY, connect-vsock),
+    # stop, run again with the same instance and storage, export, import under a new name,
+    # run the import, delete.
+    m = '"$MVMM" vm'
+    out.append(Scenario("manager-life", ["vm", "create", "life", "--config", "$TMP/life.json"],
+                        life, timeout=60, post=" ; ".join([
+                            "life_run life 1 | sed 's/^life /life#1 /'",
+                            f"{m} run life --detach > /dev/null",
+                            "wait_ready life > /dev/null",
+                            f"{m} delete life 2>/dev/null || echo life delete-running-refused",
+                            f"{m} stop life > /dev/null",
+                            "life_run life 2 | sed 's/^life /life#2 /'",
+                            f'{m} export life $TMP/life-desc; echo "life export rc=$?"',
+                            f'{m} import life2 $TMP/life-desc; echo "life import rc=$?"',
+                            "life_run life2 3 | sed 's/^life2 /life2#3 /'",
+                            f'{m} delete life; echo "life delete rc=$?"',
+                            f'echo "life status-deleted $({m} status life)"'])))
     return out
 
 
@@ -221,7 +287,8 @@ def main():
         kernel = nested.write_app_guest(guest)
         nested.log(f"guest kernel {kernel.pkg}")
         l2 = {"vmlinux": os.path.join(guest, "vmlinux"),
-              "initrd.img": os.path.join(guest, "initrd.img"), **build_apps(work)}
+              "initrd.img": os.path.join(guest, "initrd.img"),
+              **build_apps(work, nested.build_example("vsock_tool"))}
         # Read everything now: the work directory goes away before L1 is torn down.
         l2 = {k: open(v, "rb").read() for k, v in l2.items()}
         head = HEAD + "cp $L2/signed.apk.idsig $TMP/signed.idsig\n" \
