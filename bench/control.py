@@ -10,7 +10,12 @@ HLT), static release build, 1 vCPU, 64 MiB:
     from the first request to the last event (each cycle is two events, `paused` and
     `resumed`, and a pause waits until the vCPU has left KVM_RUN).
 
-  bench/control.py [--requests N] [--cycles N]
+  * the host manager: --vms N (default 20) app VMs (a tiny APK, the probe guest as the OS,
+    64 MiB each) created with `micro-vmm vm create`, started with `vm run --detach` (which
+    returns once the VM runs), stopped and deleted, one after another: VMs per second for
+    each step.
+
+  bench/control.py [--requests N] [--cycles N] [--vms N]
 
 The numbers go into docs/performance.md.
 """
@@ -77,6 +82,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--cycles", type=int, default=500)
+    ap.add_argument("--vms", type=int, default=20)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-control-") as work:
@@ -131,6 +137,7 @@ def main():
             if vm.poll() is None:
                 vm.kill()
                 vm.wait()
+        rates = manager_rates(binary, guests, work, args.vms)
 
     print(f"status round trip, {args.requests} sequential requests on one connection:")
     print(f"  p50 {pct(lat, 50):.1f} us   p99 {pct(lat, 99):.1f} us   max {max(lat):.1f} us   "
@@ -138,6 +145,46 @@ def main():
     print(f"pause/resume, {args.cycles} cycles with one subscriber:")
     print(f"  {want / elapsed:,.0f} events/s ({args.cycles / elapsed:,.0f} cycles/s); "
           f"pause round trip p50 {pct(pause_lat, 50):.1f} us, p99 {pct(pause_lat, 99):.1f} us")
+    print(f"host manager, {args.vms} app VMs (probe guest as the OS), one after another:")
+    for step, (secs, per_vm) in rates.items():
+        print(f"  {step:<14} {args.vms / secs:7.1f} VMs/s   median {statistics.median(per_vm):.1f} ms")
+
+
+def manager_rates(binary, guests, work, n):
+    """Seconds for n sequential `vm create`, `vm run --detach`, `vm stop`, `vm delete`, and
+    the per-VM times in ms."""
+    import zipfile
+    home = os.path.join(work, "home")
+    env = dict(os.environ, MICRO_VMM_HOME=home)
+    apk = os.path.join(work, "bench.apk")
+    with zipfile.ZipFile(apk, "w") as z:
+        z.writestr("assets/vm_config.json",
+                   '{"task": {"type": "executable", "command": "/mnt/apk/bin/run"}}')
+    os_config = os.path.join(work, "os.json")
+    with open(os_config, "w") as f:
+        json.dump({"kernel": os.path.join(guests, "probe-pvh.elf"), "params": "exit=halt",
+                   "memory_mib": 64, "platform_version": "~1.0"}, f)
+    config = os.path.join(work, "vm.json")
+    with open(config, "w") as f:
+        json.dump({"apk": apk, "config_path": "assets/vm_config.json", "memory_mib": 64,
+                   "os_config": os_config}, f)
+    steps = {
+        "create": lambda name: [binary, "vm", "create", name, "--config", config],
+        "run --detach": lambda name: [binary, "vm", "run", name, "--detach"],
+        "stop": lambda name: [binary, "vm", "stop", name],
+        "delete": lambda name: [binary, "vm", "delete", name],
+    }
+    out = {}
+    for step, argv in steps.items():
+        per_vm = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            t = time.perf_counter()
+            subprocess.run(argv(f"vm{i}"), check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+            per_vm.append((time.perf_counter() - t) * 1e3)
+        out[step] = (time.perf_counter() - t0, per_vm)
+    return out
 
 
 if __name__ == "__main__":

@@ -215,16 +215,7 @@ fn run_vm(
 ) -> RunResult {
     let vmm = match builder::build(&p.vm) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("micro-vmm: cannot start the VM: {e}");
-            let outcome = PayloadOutcome::default();
-            let reason = StopReason::StartFailed;
-            return RunResult {
-                reason,
-                exit_code: exit_code::for_run(reason, &outcome),
-                outcome,
-            };
-        }
+        Err(e) => return start_failed(&e),
     };
     timing(t0, "VM built");
     let exit: Arc<ExitState> = vmm.exit_handle();
@@ -241,17 +232,10 @@ fn run_vm(
     ) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "micro-vmm: cannot serve the lifecycle socket {}: {e}",
+            return start_failed(&format!(
+                "cannot serve the lifecycle socket {}: {e}",
                 lifecycle_socket.display()
-            );
-            let outcome = PayloadOutcome::default();
-            let reason = StopReason::StartFailed;
-            return RunResult {
-                reason,
-                exit_code: exit_code::for_run(reason, &outcome),
-                outcome,
-            };
+            ));
         }
     };
     let server = match (socket, hub) {
