@@ -239,7 +239,8 @@ def scenarios():
                                               "$TMP/extra.idsig"), extra, timeout=300))
     def life(r):
         expect(r.rc == 0, f"vm create: exit {r.rc}")
-        for name, run, count in (("life", "1", 1), ("life", "2", 2), ("life2", "3", 3)):
+        # The counter in the storage: run 1, the run that refuses delete, run 2, the import.
+        for name, run, count in (("life", "1", 1), ("life", "2", 3), ("life2", "3", 4)):
             tag = f"{name}#{run} "
             got = dict(l[len(tag):].split(" ", 1) for l in r.post
                        if l.startswith(tag) and " " in l[len(tag):])
