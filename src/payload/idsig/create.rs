@@ -91,8 +91,8 @@ pub fn create_or_update_idsig(apk: &Path, idsig: &Path) -> Result<IdsigUpdate, I
         None | Some(0) => IdsigUpdate::Created,
         Some(_) => {
             let digest = signing_info(apk)?.apk_digest;
-            match Idsig::load(idsig) {
-                Ok(old) if !digest.is_empty() && old.signing_info.apk_digest == digest => {
+            match Idsig::read_signing_info(idsig) {
+                Ok(old) if !digest.is_empty() && old.apk_digest == digest => {
                     return Ok(IdsigUpdate::Unchanged);
                 }
                 Ok(_) => IdsigUpdate::Rewritten,

@@ -195,17 +195,7 @@ impl Idsig {
             base: 0,
             what,
         };
-        let version = c.u32("version")?;
-        if version != VERSION {
-            c.pos = 0;
-            return Err(c.err(
-                "version",
-                format!("version {version} is not supported (only {VERSION})"),
-            ));
-        }
-        let hashing_info = parse_hashing_info(c.block("hashing_info_size", usize::MAX)?)?;
-        let signing_info =
-            parse_signing_info(c.block("signing_info_size", MAX_SIGNING_INFO_SIZE)?)?;
+        let (hashing_info, signing_info) = parse_head(&mut c)?;
         let tree_at = c.pos;
         let merkle_tree = c.bytes("merkle_tree_size", MAX_TREE_SIZE)?;
         if !merkle_tree.len().is_multiple_of(BLOCK_SIZE) {
@@ -229,6 +219,44 @@ impl Idsig {
             signing_info,
             merkle_tree: merkle_tree.to_vec(),
         })
+    }
+
+    /// The signing info of the idsig file at `path`, read without its Merkle tree (a few
+    /// hundred bytes instead of 1/128 of the APK): what `createOrUpdateIdsigFile` compares.
+    pub fn read_signing_info(path: &Path) -> Result<SigningInfo, IdsigError> {
+        let what = path.display().to_string();
+        let mut file = File::open(path).map_err(|source| IdsigError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut head = Vec::new();
+        let mut read = |len: usize, head: &mut Vec<u8>| -> Result<(), IdsigError> {
+            let at = head.len();
+            head.resize(at + len, 0);
+            file.read_exact(&mut head[at..])
+                .map_err(|source| IdsigError::Read {
+                    path: path.to_path_buf(),
+                    offset: at as u64,
+                    source,
+                })
+        };
+        let size_at = |head: &[u8], at: usize| {
+            head.get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u32::from_le_bytes(b) as usize)
+        };
+        read(8, &mut head)?;
+        let hashing = size_at(&head, 4).min(MAX_HEAD_BLOCK);
+        read(hashing + 4, &mut head)?;
+        let signing = size_at(&head, 8 + hashing).min(MAX_SIGNING_INFO_SIZE);
+        read(signing, &mut head)?;
+        let mut c = Cursor {
+            buf: &head,
+            pos: 0,
+            base: 0,
+            what: &what,
+        };
+        Ok(parse_head(&mut c)?.1)
     }
 
     /// Reads and parses an idsig from `r` (at most [`MAX_IDSIG_SIZE`] bytes are read).
@@ -293,6 +321,25 @@ impl Idsig {
 
 /// Reads at most `max` bytes (more is an error) and parses them. Memory grows with what is
 /// actually read, never with a length field.
+/// Longest hashing-info block [`Idsig::read_signing_info`] reads (the real one is 45 bytes
+/// plus the salt).
+const MAX_HEAD_BLOCK: usize = 64 << 10;
+
+/// The version, hashing info and signing info: everything before the Merkle tree.
+fn parse_head(c: &mut Cursor<'_>) -> Result<(HashingInfo, SigningInfo), IdsigError> {
+    let version = c.u32("version")?;
+    if version != VERSION {
+        c.pos = 0;
+        return Err(c.err(
+            "version",
+            format!("version {version} is not supported (only {VERSION})"),
+        ));
+    }
+    let hashing_info = parse_hashing_info(c.block("hashing_info_size", usize::MAX)?)?;
+    let signing_info = parse_signing_info(c.block("signing_info_size", MAX_SIGNING_INFO_SIZE)?)?;
+    Ok((hashing_info, signing_info))
+}
+
 fn read_limited<R: Read>(r: R, what: &str, max: u64) -> Result<Idsig, IdsigError> {
     let mut bytes = Vec::new();
     r.take(max.saturating_add(1))
@@ -412,6 +459,29 @@ mod tests {
             },
             merkle_tree: vec![7; 8192],
         }
+    }
+
+    #[test]
+    fn signing_info_is_read_without_the_tree() {
+        let t = crate::disk::testutil::TempDir::new("idsig-head");
+        let sig = sample();
+        let bytes = sig.to_bytes().unwrap();
+        let path = t.file("a.idsig", &bytes);
+        assert_eq!(Idsig::read_signing_info(&path).unwrap(), sig.signing_info);
+        // The tree is not read: a file cut right after the signing info still answers.
+        let head_len = bytes.len() - sig.merkle_tree.len() - 4;
+        let cut = t.file("cut.idsig", &bytes[..head_len]);
+        assert_eq!(Idsig::read_signing_info(&cut).unwrap(), sig.signing_info);
+        // Cut inside the signing info, absurd sizes, wrong version: errors, no huge reads.
+        let short = t.file("short.idsig", &bytes[..head_len - 3]);
+        assert!(Idsig::read_signing_info(&short).is_err());
+        let mut absurd = bytes.clone();
+        absurd[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Idsig::read_signing_info(&t.file("absurd.idsig", &absurd)).is_err());
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert!(Idsig::read_signing_info(&t.file("v3.idsig", &v3)).is_err());
+        assert!(Idsig::read_signing_info(&t.file("empty.idsig", b"")).is_err());
     }
 
     fn format_err(e: IdsigError) -> (&'static str, u64, String) {
