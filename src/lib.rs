@@ -15,5 +15,6 @@ pub mod lifecycle;
 pub mod log_limit;
 pub mod manager;
 pub mod payload;
+pub mod poll;
 pub mod unix_socket;
 pub mod vmm;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use micro_vmm::api::cli::{self, AppArgs, Command, DiskCommand, RunArgs};
-use micro_vmm::api::control::{self, ControlServer, ControlSocket, EventHub, VmHandle, VmInfo};
+use micro_vmm::api::control::{self, ControlServer, EventHub, VmHandle, VmInfo};
 use micro_vmm::api::{DiskConfig, VmConfig};
 use micro_vmm::app::AppConfig;
 use micro_vmm::app::payload_disk::{self as app_payload, PayloadInputs};
@@ -76,21 +76,9 @@ fn run(mut args: RunArgs) -> i32 {
             return code::INVALID_ARGS;
         }
     };
-    // Blocked before the socket exists, so that a stop signal always removes it again.
-    if let Err(e) = micro_vmm::vmm::signals::block_stop_signals() {
-        eprintln!("micro-vmm: cannot set the signal mask: {e}");
-        return code::ERROR;
-    }
-    let socket = match socket_path.as_deref().map(ControlSocket::bind).transpose() {
+    let socket = match control::claim(socket_path.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("micro-vmm: {e}");
-            return if e.is_invalid_argument() {
-                code::INVALID_ARGS
-            } else {
-                code::ERROR
-            };
-        }
+        Err(code) => return code,
     };
     let vmm = match builder::build(&config) {
         Ok(v) => v,

@@ -43,23 +43,11 @@ struct Prepared {
 /// (docs/app.md).
 pub fn run(cfg: &AppConfig) -> i32 {
     let t0 = Instant::now();
-    // Stop signals are read by the VMM's signalfd; blocked from here on so that a SIGTERM
-    // during the build is not lost and every thread inherits the mask.
-    if let Err(e) = crate::vmm::signals::block_stop_signals() {
-        eprintln!("micro-vmm: cannot set the signal mask: {e}");
-        return code::ERROR;
-    }
-    // The control socket is claimed first: a live one there refuses the start.
-    let socket = match cfg.socket.as_deref().map(ControlSocket::bind).transpose() {
+    // Stop signals are blocked from here on (a SIGTERM during the build is not lost, every
+    // thread inherits the mask) and the control socket is claimed: a live one refuses the start.
+    let socket = match crate::api::control::claim(cfg.socket.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("micro-vmm: {e}");
-            return if e.is_invalid_argument() {
-                code::INVALID_ARGS
-            } else {
-                code::ERROR
-            };
-        }
+        Err(code) => return code,
     };
     let work = match WorkDir::create_in_tmp() {
         Ok(w) => w,

@@ -4,7 +4,7 @@
 //! the VM when the payload has not started in time (Android's HANGUP).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::lifecycle::protocol::{self, GuestEvent, HostRequest};
 use crate::lifecycle::{ErrorCode, MAX_LINE, PROTOCOL_VERSION};
 use crate::log_limit::LogLimit;
+use crate::poll::{poll, pollfd};
 use crate::vmm::exit::{ExitState, VmExit};
 
 /// What the payload did, as far as the host knows.
@@ -190,11 +191,11 @@ impl Worker {
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let mut fds = vec![
-                pollfd(self.stop.as_raw_fd()),
-                pollfd(self.listener.as_raw_fd()),
+                pollfd(self.stop.as_raw_fd(), libc::POLLIN),
+                pollfd(self.listener.as_raw_fd(), libc::POLLIN),
             ];
             if let Some(c) = &self.conn {
-                fds.push(pollfd(c.as_raw_fd()));
+                fds.push(pollfd(c.as_raw_fd(), libc::POLLIN));
             }
             let ready = match poll(&mut fds, timeout) {
                 Ok(n) => n,
@@ -380,30 +381,6 @@ fn warn_limited(what: &str) {
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(n) = LIMIT.hit() {
         log::warn!("lifecycle service: {what} (complaint #{n})");
-    }
-}
-
-fn pollfd(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
-/// poll(2) with an optional timeout, retried on EINTR.
-fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-    loop {
-        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

@@ -23,6 +23,26 @@ use std::sync::Arc;
 pub use events::EventHub;
 pub use server::{ControlServer, ControlSocket};
 
+/// What `run` and `--app` do before anything else: block the stop signals (the VMM reads them
+/// through a signalfd, so a stop signal always ends in a clean exit that removes the socket)
+/// and claim the control socket at `path`, if any. On failure it prints the error and returns
+/// the exit code (35 for a live or foreign socket file, 1 otherwise).
+pub fn claim(path: Option<&std::path::Path>) -> Result<Option<ControlSocket>, i32> {
+    use crate::vmm::exit::code;
+    if let Err(e) = crate::vmm::signals::block_stop_signals() {
+        eprintln!("micro-vmm: cannot set the signal mask: {e}");
+        return Err(code::ERROR);
+    }
+    path.map(ControlSocket::bind).transpose().map_err(|e| {
+        eprintln!("micro-vmm: {e}");
+        if e.is_invalid_argument() {
+            code::INVALID_ARGS
+        } else {
+            code::ERROR
+        }
+    })
+}
+
 use crate::unix_socket::SocketError;
 use crate::vmm::exit::ExitState;
 use crate::vmm::pause::PauseControl;

@@ -27,6 +27,7 @@ use super::vsock_connect::connect_vsock;
 use super::{ControlError, MAX_CLIENTS, VmHandle};
 use crate::lifecycle::StopReason;
 use crate::log_limit::LogLimit;
+use crate::poll::{poll, pollfd};
 use crate::unix_socket::{BoundSocket, own_uid, peer_uid};
 use crate::vmm::exit::VmExit;
 use crate::vmm::pause::PauseError;
@@ -321,33 +322,6 @@ struct Worker {
     pause_owner: Arc<Mutex<()>>,
 }
 
-fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
-/// poll(2), retried on EINTR.
-fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| {
-        // Round up: a deadline 0.4 ms away must not spin with a 0 ms timeout.
-        (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
-    });
-    loop {
-        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 fn warn_limited(what: &str) {
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(n) = LIMIT.hit() {
@@ -620,41 +594,21 @@ impl Worker {
         let pause = Arc::clone(&self.vm.pause);
         let owner = Arc::clone(&self.pause_owner);
         let transition = !pause.is_paused();
-        let tx = self.done_tx.clone();
-        let hub = Arc::clone(&self.hub);
-        let fail_id = id.clone();
-        let spawned = std::thread::Builder::new()
-            .name("control-pause".into())
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let _one_at_a_time = owner.lock().unwrap_or_else(PoisonError::into_inner);
-                let (line, event) = match pause.pause(PAUSE_TIMEOUT) {
-                    Ok(()) => (
-                        result_line(&id, json!({})),
-                        transition.then_some(Event::Paused),
-                    ),
-                    Err(PauseError::Stopping) => (
-                        error_line(&id, ErrorCode::Stopped, "the VM is stopping"),
-                        None,
-                    ),
-                    Err(e) => (error_line(&id, ErrorCode::Failed, &e.to_string()), None),
-                };
-                let _ = tx.send(Completion {
-                    token,
-                    line,
-                    fd: None,
-                    event,
-                });
-                hub.wake();
-            });
-        match spawned {
-            Ok(_) => Dispatch::Later,
-            Err(e) => Dispatch::Reply(error_line(
-                &fail_id,
-                ErrorCode::Failed,
-                &format!("cannot start a thread: {e}"),
-            )),
-        }
+        self.spawn_helper("control-pause", token, id, move |id| {
+            let _one_at_a_time = owner.lock().unwrap_or_else(PoisonError::into_inner);
+            let (line, event) = match pause.pause(PAUSE_TIMEOUT) {
+                Ok(()) => (
+                    result_line(id, json!({})),
+                    transition.then_some(Event::Paused),
+                ),
+                Err(PauseError::Stopping) => (
+                    error_line(id, ErrorCode::Stopped, "the VM is stopping"),
+                    None,
+                ),
+                Err(e) => (error_line(id, ErrorCode::Failed, &e.to_string()), None),
+            };
+            (line, None, event)
+        })
     }
 
     fn spawn_connect(&mut self, token: u64, id: Value, port: u32) -> Dispatch {
@@ -664,25 +618,44 @@ impl Worker {
                     .to_line(),
             );
         };
+        self.spawn_helper("control-vsock", token, id, move |id| {
+            match connect_vsock(&uds, port, VSOCK_CONNECT_TIMEOUT) {
+                Ok(s) => (
+                    result_line(id, json!({ "port": port })),
+                    Some(OwnedFd::from(s)),
+                    None,
+                ),
+                Err(e) => (
+                    error_line(id, ErrorCode::Failed, &e.to_string()),
+                    None,
+                    None,
+                ),
+            }
+        })
+    }
+
+    /// Runs `work` (a request that may block) on a short-lived thread; its answer line, fd
+    /// and event come back through the completion channel and a hub wake-up.
+    fn spawn_helper(
+        &mut self,
+        name: &str,
+        token: u64,
+        id: Value,
+        work: impl FnOnce(&Value) -> (Vec<u8>, Option<OwnedFd>, Option<Event>) + Send + 'static,
+    ) -> Dispatch {
         let tx = self.done_tx.clone();
         let hub = Arc::clone(&self.hub);
         let fail_id = id.clone();
         let spawned = std::thread::Builder::new()
-            .name("control-vsock".into())
+            .name(name.into())
             .stack_size(64 << 10)
             .spawn(move || {
-                let (line, fd) = match connect_vsock(&uds, port, VSOCK_CONNECT_TIMEOUT) {
-                    Ok(s) => (
-                        result_line(&id, json!({ "port": port })),
-                        Some(OwnedFd::from(s)),
-                    ),
-                    Err(e) => (error_line(&id, ErrorCode::Failed, &e.to_string()), None),
-                };
+                let (line, fd, event) = work(&id);
                 let _ = tx.send(Completion {
                     token,
                     line,
                     fd,
-                    event: None,
+                    event,
                 });
                 hub.wake();
             });
