@@ -39,22 +39,10 @@ impl Drop for Dir {
 
 /// `micro-vmm run` on the probe guest with `cmdline`, serving `socket`.
 fn spawn_vm(socket: &Path, cmdline: &str, extra: &[&str]) -> Child {
-    let g = guest("probe-pvh.elf");
-    let mut args = vec![
-        "run",
-        "--kernel",
-        &g,
-        "--cmdline",
-        cmdline,
-        "--console-in",
-        "none",
-        "--mem",
-        "64",
-        "--socket",
-        socket.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    common::spawn(&args, false)
+    let mut more = vec!["--mem", "64", "--socket", socket.to_str().unwrap()];
+    more.extend_from_slice(extra);
+    let args = common::probe_args("probe-pvh.elf", cmdline, &more);
+    common::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), false)
 }
 
 /// Connects once the VM serves the socket.

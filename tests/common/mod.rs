@@ -157,20 +157,22 @@ pub fn run_with_input(args: &[&str], input: &[u8]) -> Outcome {
     o
 }
 
-/// `micro-vmm run --kernel GUEST --cmdline CMDLINE --console-in none` plus `extra`.
+/// The arguments `micro-vmm run --kernel GUEST --cmdline CMDLINE --console-in none` plus
+/// `extra`.
+pub fn probe_args(guest_file: &str, cmdline: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--kernel", &guest(guest_file), "--cmdline", cmdline]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--console-in", "none"].iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs `micro-vmm run` on GUEST with CMDLINE (see [`probe_args`]).
 pub fn probe(guest_file: &str, cmdline: &str, extra: &[&str]) -> Outcome {
-    let g = guest(guest_file);
-    let mut args = vec![
-        "run",
-        "--kernel",
-        &g,
-        "--cmdline",
-        cmdline,
-        "--console-in",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+    let args = probe_args(guest_file, cmdline, extra);
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Parses "0x1f" style numbers.
