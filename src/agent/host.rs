@@ -160,7 +160,7 @@ impl<L: Link> HostChannel<L> {
     /// Sends one event. A write error is logged and ends sending (the host will see the VM
     /// stop; the agent carries on to power off).
     pub fn send(&mut self, event: &GuestEvent) {
-        crate::agent_log!("event {event:?}");
+        crate::agent_debug!("event {event:?}");
         let Some(link) = self.link.as_mut() else {
             return;
         };

@@ -49,7 +49,39 @@ pub fn log_line(args: std::fmt::Arguments<'_>) {
     let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// `agent_log!("...", args)`: [`log_line`] with `format!` arguments.
+/// Whether progress lines are printed ([`agent_debug!`]): on in tests, and in the guest when
+/// the kernel command line has [`DEBUG_PARAM`] (`micro-vmm --app --debug`).
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The kernel parameter that makes the agent print its progress.
+pub const DEBUG_PARAM: &str = "microvmm.debug";
+
+/// Turns progress lines on or off.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when `cmdline` (the kernel's) asks for progress lines.
+pub fn debug_requested(cmdline: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == DEBUG_PARAM)
+}
+
+/// A progress line: printed only when verbose.
+pub fn debug_line(args: std::fmt::Arguments<'_>) {
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        log_line(args);
+    }
+}
+
+/// `agent_debug!("...", args)`: [`debug_line`] with `format!` arguments (progress).
+#[macro_export]
+macro_rules! agent_debug {
+    ($($arg:tt)*) => {
+        $crate::agent::debug_line(format_args!($($arg)*))
+    };
+}
+
+/// `agent_log!("...", args)`: [`log_line`] with `format!` arguments (always printed: problems).
 #[macro_export]
 macro_rules! agent_log {
     ($($arg:tt)*) => {
@@ -180,5 +212,19 @@ impl AgentConfig {
             delivery_wait: Duration::from_secs(2),
             reap_all: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_parameter() {
+        assert!(debug_requested(
+            "console=ttyS0 quiet microvmm.debug panic=-1"
+        ));
+        assert!(!debug_requested("console=ttyS0 microvmm.debug=0 quiet"));
+        assert!(!debug_requested(""));
     }
 }

@@ -31,7 +31,7 @@ pub fn prepare(cfg: &AgentConfig, sys: &dyn System) -> Result<TaskSpec, AgentErr
         &partitions::REQUIRED,
         cfg.partition_wait,
     )?;
-    crate::agent_log!(
+    crate::agent_debug!(
         "partitions: {}",
         parts.labels().collect::<Vec<_>>().join(", ")
     );
@@ -187,7 +187,7 @@ pub fn verify_apk(label: &str, apk: &Path, idsig: &Path) -> Result<(), AgentErro
             ),
         });
     }
-    crate::agent_log!("{label} verified ({len} bytes)");
+    crate::agent_debug!("{label} verified ({len} bytes)");
     Ok(())
 }
 
@@ -203,7 +203,7 @@ pub fn extract(label: &str, dev: &Path, dest: &Path) -> Result<(), AgentError> {
         Apk::open(dev).and_then(|mut apk| apk.extract_all(dest, &ExtractLimits::default()));
     match result {
         Ok(summary) => {
-            crate::agent_log!(
+            crate::agent_debug!(
                 "{label}: {} files, {} directories, {} bytes in {dest:?}",
                 summary.files,
                 summary.dirs,
@@ -342,7 +342,7 @@ pub fn prepare_storage(
         Err(e) => return Err(storage_err(format!("cannot read: {e}"))),
     };
     if unformatted {
-        crate::agent_log!("formatting {dev:?} (first use)");
+        crate::agent_debug!("formatting {dev:?} (first use)");
         // Format first, then clear the magic: if formatting fails, the next boot tries
         // again. The magic lies in the ext2 boot block (bytes 0..1024), which is unused.
         sys.format_ext2(dev)?;
@@ -352,7 +352,7 @@ pub fn prepare_storage(
     }
     drop(file);
     sys.mount_ext4(dev, mount_point)?;
-    crate::agent_log!("storage {dev:?} mounted at {mount_point:?}");
+    crate::agent_debug!("storage {dev:?} mounted at {mount_point:?}");
     Ok(())
 }
 

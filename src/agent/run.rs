@@ -70,7 +70,7 @@ pub fn run<L: Link>(cfg: &AgentConfig, sys: &dyn System, link: L) -> Outcome {
     if !host_closed {
         wait_host_closed(&rx, cfg.delivery_wait);
     }
-    crate::agent_log!("done: {outcome:?}");
+    crate::agent_debug!("done: {outcome:?}");
     outcome
 }
 
@@ -134,7 +134,7 @@ fn run_task<L: Link>(
         Ok(pid) => pid,
         Err(e) => return fail(host, &e),
     };
-    crate::agent_log!("task {:?} started, pid {pid}", spec.command);
+    crate::agent_debug!("task {:?} started, pid {pid}", spec.command);
     if let Err(e) = start_waiter(pid, cfg.reap_all, tx.clone()) {
         // Without a waiter the exit cannot be seen: stop the task rather than hang.
         let _ = task::kill_group(pid, libc::SIGKILL);
@@ -182,7 +182,7 @@ fn run_task<L: Link>(
             }
         }
     };
-    crate::agent_log!("task exited: {code}");
+    crate::agent_debug!("task exited: {code}");
     host.send(&GuestEvent::Finished { exit_code: code });
     Outcome::Finished(code)
 }

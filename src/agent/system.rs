@@ -247,7 +247,7 @@ pub fn write_failure(tty: &Path, text: &str) {
 /// Syncs the file systems and powers the VM off. Never returns: if the power-off call
 /// fails, halts; if that fails too, sleeps forever (PID 1 must not exit).
 pub fn power_off() -> ! {
-    crate::agent_log!("powering off");
+    crate::agent_debug!("powering off");
     // SAFETY: sync and reboot take no pointers; reboot with POWER_OFF ends the VM.
     unsafe {
         libc::sync();

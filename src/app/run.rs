@@ -176,14 +176,16 @@ fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
     Ok(Prepared { vm, ttys1 })
 }
 
-/// The OS's kernel command line: without `quiet` for a debuggable VM.
+/// The OS's kernel command line; for a debuggable VM without `quiet` and with the agent's
+/// progress lines on.
 fn guest_cmdline(os_params: &str, debug: bool) -> String {
     if debug {
-        os_params
+        let mut words: Vec<&str> = os_params
             .split_whitespace()
             .filter(|w| *w != "quiet")
-            .collect::<Vec<_>>()
-            .join(" ")
+            .collect();
+        words.push(crate::agent::DEBUG_PARAM);
+        words.join(" ")
     } else {
         os_params.to_string()
     }
@@ -392,7 +394,7 @@ mod tests {
     fn debug_drops_quiet() {
         assert_eq!(
             guest_cmdline("console=ttyS0 quiet panic=-1", true),
-            "console=ttyS0 panic=-1"
+            "console=ttyS0 panic=-1 microvmm.debug"
         );
         assert_eq!(
             guest_cmdline("console=ttyS0 quiet", false),

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use micro_vmm::agent::system::{self, FAILURE_TTY, LinuxSystem};
-use micro_vmm::agent::{AgentConfig, host, modules, run};
-use micro_vmm::agent_log;
+use micro_vmm::agent::{self, AgentConfig, host, modules, run};
 use micro_vmm::lifecycle::{ErrorCode, PAYLOAD_SERVICE_SOCKET, StopReason};
+use micro_vmm::{agent_debug, agent_log};
 
 /// How long the agent tries to reach the host.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,9 +73,11 @@ fn agent() -> ! {
     if let Err(e) = system::attach_console(Path::new("/dev/console")) {
         agent_log!("{e}");
     }
-    agent_log!("started");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    agent::set_verbose(agent::debug_requested(&cmdline));
+    agent_debug!("started");
     match modules::load_all(Path::new(MODULES_DIR)) {
-        Ok(n) => agent_log!("{n} kernel modules loaded"),
+        Ok(n) => agent_debug!("{n} kernel modules loaded"),
         Err(e) => agent_log!("{e}"),
     }
 
@@ -90,7 +92,7 @@ fn agent() -> ! {
             system::power_off();
         }
     };
-    agent_log!("connected to the host");
+    agent_debug!("connected to the host");
     let outcome = run::run(&AgentConfig::guest(), &LinuxSystem, link);
     if let Some(reason) = outcome.failure_string() {
         system::write_failure(Path::new(FAILURE_TTY), &reason);
