@@ -74,7 +74,7 @@ pub struct AppArgs {
     /// target: stdout, file:PATH or none.
     #[arg(long, value_name = "TARGET", default_value = "none", requires = "app")]
     pub log: String,
-    /// Debuggable guest: the kernel logs to the console (no `quiet`).
+    /// Debuggable guest: the kernel and the guest agent log their progress to the console.
     #[arg(long, requires = "app")]
     pub debug: bool,
     /// The guest OS config (vmconfig JSON) instead of the built-in one.
