@@ -1,10 +1,12 @@
 //! The `micro-vmm` command.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use micro_vmm::api::VmConfig;
 use micro_vmm::api::cli::{self, Command, DiskCommand, RunArgs};
 use micro_vmm::disk;
+use micro_vmm::payload::idsig;
 use micro_vmm::payload::partition::{self, PartitionType};
 use micro_vmm::vmm::builder;
 use micro_vmm::vmm::exit::code;
@@ -29,6 +31,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Disk(cmd) => disk_tool(cmd),
         Command::CreatePartition { kind, path, size } => create_partition(kind, &path, size),
+        Command::CreateIdsig { apk, out } => create_idsig(&apk, &out),
+        Command::VerifyIdsig { apk, idsig } => verify_idsig(&apk, &idsig),
     };
     ExitCode::from(status as u8)
 }
@@ -90,6 +94,36 @@ fn create_partition(kind: PartitionType, path: &std::path::Path, size: u64) -> i
         Err(e) => {
             eprintln!("micro-vmm: {e}");
             code::INVALID_ARGS
+        }
+    }
+}
+
+fn create_idsig(apk: &Path, out: &Path) -> i32 {
+    match idsig::create_idsig(apk, out) {
+        Ok(sig) => {
+            eprintln!(
+                "micro-vmm: wrote {} (root hash {})",
+                out.display(),
+                idsig::hex(&sig.hashing_info.raw_root_hash)
+            );
+            code::STOP
+        }
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            code::ERROR
+        }
+    }
+}
+
+fn verify_idsig(apk: &Path, sig: &Path) -> i32 {
+    match idsig::verify(apk, sig) {
+        Ok(report) => {
+            println!("ok: root hash {}", idsig::hex(&report.root_hash));
+            code::STOP
+        }
+        Err(e) => {
+            eprintln!("micro-vmm: {e}");
+            code::ERROR
         }
     }
 }

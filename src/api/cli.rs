@@ -42,6 +42,10 @@ pub enum Command {
         #[arg(value_parser = partition::parse_size)]
         size: u64,
     },
+    /// Write the APK Signature Scheme v4 .idsig of an APK (Merkle tree and signer digest).
+    CreateIdsig { apk: PathBuf, out: PathBuf },
+    /// Check an APK against an .idsig (ours or apksigner's).
+    VerifyIdsig { apk: PathBuf, idsig: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

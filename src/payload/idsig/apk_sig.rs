@@ -417,3 +417,229 @@ fn digest_of(value: &[u8], at: u64, path: &Path, scheme: u8) -> Result<ApkDigest
         digest: digest.buf.to_vec(),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::disk::testutil::TempDir;
+
+    pub(crate) fn lp(data: &[u8]) -> Vec<u8> {
+        let mut v = (data.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn seq(items: &[Vec<u8>]) -> Vec<u8> {
+        lp(&items.iter().flat_map(|i| lp(i)).collect::<Vec<u8>>())
+    }
+
+    fn alg_value(alg: u32, value: &[u8]) -> Vec<u8> {
+        let mut v = alg.to_le_bytes().to_vec();
+        v.extend(lp(value));
+        v
+    }
+
+    /// A signer: digests as (algorithm, digest); signatures name the same algorithms.
+    pub(crate) fn signer(scheme: u8, digests: &[(u32, Vec<u8>)], sdk: (u32, u32)) -> Vec<u8> {
+        let d: Vec<Vec<u8>> = digests.iter().map(|(a, d)| alg_value(*a, d)).collect();
+        let mut signed = seq(&d);
+        signed.extend(seq(&[b"cert".to_vec()]));
+        if scheme == 3 {
+            signed.extend(sdk.0.to_le_bytes());
+            signed.extend(sdk.1.to_le_bytes());
+        }
+        signed.extend(seq(&[]));
+        let mut s = lp(&signed);
+        if scheme == 3 {
+            s.extend(sdk.0.to_le_bytes());
+            s.extend(sdk.1.to_le_bytes());
+        }
+        let sigs: Vec<Vec<u8>> = digests.iter().map(|(a, _)| alg_value(*a, b"sig")).collect();
+        s.extend(seq(&sigs));
+        s.extend(lp(b"public key"));
+        s
+    }
+
+    /// A zip-like file: `data`, a signing block with `pairs`, a 46-byte central directory, the
+    /// end record.
+    pub(crate) fn apk(data: &[u8], pairs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        if !pairs.is_empty() {
+            let mut body = Vec::new();
+            for (id, value) in pairs {
+                body.extend((value.len() as u64 + 4).to_le_bytes());
+                body.extend(id.to_le_bytes());
+                body.extend(value);
+            }
+            let size = (body.len() + 24) as u64;
+            out.extend(size.to_le_bytes());
+            out.extend(body);
+            out.extend(size.to_le_bytes());
+            out.extend(SIGNING_BLOCK_MAGIC);
+        }
+        let cd_at = out.len() as u32;
+        out.extend([0x50, 0x4b, 1, 2]);
+        out.extend([0u8; 42]);
+        out.extend(EOCD_MAGIC.to_le_bytes());
+        out.extend([0u8; 8]);
+        out.extend(46u32.to_le_bytes());
+        out.extend(cd_at.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out
+    }
+
+    fn digest(dir: &TempDir, bytes: &[u8]) -> Result<Option<ApkDigest>, IdsigError> {
+        apk_digest(&dir.file("a.apk", bytes))
+    }
+
+    fn reason(e: IdsigError) -> String {
+        match e {
+            IdsigError::ApkSignature { what, reason, .. } => format!("{what}: {reason}"),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn v3_preferred_over_v2_and_strongest_digest_chosen() {
+        let dir = TempDir::new("apksig");
+        let v2 = seq(&[signer(2, &[(0x0103, vec![2; 32])], (0, 0))]);
+        let v3 = seq(&[signer(
+            3,
+            &[
+                (0x0103, vec![3; 32]),
+                (0x0104, vec![4; 64]),
+                (0x0423, vec![5; 32]),
+            ],
+            (28, u32::MAX),
+        )]);
+        let d = digest(
+            &dir,
+            &apk(b"data", &[(V2_BLOCK_ID, v2.clone()), (V3_BLOCK_ID, v3)]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            d,
+            ApkDigest {
+                scheme: 3,
+                signature_algorithm_id: 0x0104,
+                digest: vec![4; 64]
+            }
+        );
+        let d = digest(
+            &dir,
+            &apk(b"data", &[(0x4272_6577, vec![0; 100]), (V2_BLOCK_ID, v2)]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (d.scheme, d.signature_algorithm_id, d.digest),
+            (2, 0x0103, vec![2; 32])
+        );
+    }
+
+    #[test]
+    fn v3_signer_chosen_by_sdk_range_and_dsa_ignored() {
+        let dir = TempDir::new("apksig-sdk");
+        let v3 = seq(&[
+            signer(3, &[(0x0201, vec![1; 32])], (24, 32)),
+            signer(
+                3,
+                &[(0x0301, vec![9; 32]), (0x0201, vec![2; 32])],
+                (33, u32::MAX),
+            ),
+        ]);
+        let d = digest(&dir, &apk(b"", &[(V3_BLOCK_ID, v3)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((d.signature_algorithm_id, d.digest), (0x0201, vec![2; 32]));
+        // Two signers for the same SDK: ambiguous.
+        let v3 = seq(&[
+            signer(3, &[(0x0201, vec![1; 32])], (24, u32::MAX)),
+            signer(3, &[(0x0201, vec![2; 32])], (33, u32::MAX)),
+        ]);
+        let e = reason(digest(&dir, &apk(b"", &[(V3_BLOCK_ID, v3)])).unwrap_err());
+        assert!(e.contains("need exactly one"), "{e}");
+        // Only DSA: nothing supported.
+        let v3 = seq(&[signer(3, &[(0x0301, vec![1; 32])], (24, u32::MAX))]);
+        let e = reason(digest(&dir, &apk(b"", &[(V3_BLOCK_ID, v3)])).unwrap_err());
+        assert!(e.contains("no supported signature"), "{e}");
+    }
+
+    #[test]
+    fn unsigned_or_not_a_zip_has_no_digest() {
+        let dir = TempDir::new("apksig-none");
+        assert_eq!(digest(&dir, b"").unwrap(), None);
+        assert_eq!(digest(&dir, &[0x50; 10000]).unwrap(), None);
+        assert_eq!(digest(&dir, &apk(&[1; 5000], &[])).unwrap(), None);
+        // A signing block with neither v2 nor v3.
+        assert_eq!(
+            digest(&dir, &apk(b"x", &[(0x4272_6577, vec![0; 8])])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_blocks_are_errors() {
+        let dir = TempDir::new("apksig-bad");
+        let good = apk(
+            b"data",
+            &[(
+                V3_BLOCK_ID,
+                seq(&[signer(3, &[(0x0103, vec![3; 32])], (28, u32::MAX))]),
+            )],
+        );
+        assert!(digest(&dir, &good).unwrap().is_some());
+        let block_at = 4;
+        let cd_at = good.len() - 22 - 46;
+        // Footer size u32::MAX-ish / larger than the cap / smaller than 24.
+        for size in [u64::MAX, MAX_SIGNING_BLOCK_SIZE + 1, 3] {
+            let mut b = good.clone();
+            b[cd_at - 24..cd_at - 16].copy_from_slice(&size.to_le_bytes());
+            let e = reason(digest(&dir, &b).unwrap_err());
+            assert!(e.contains("outside"), "{e}");
+        }
+        // Size reaching before the file start.
+        let mut b = good.clone();
+        b[cd_at - 24..cd_at - 16].copy_from_slice(&(cd_at as u64).to_le_bytes());
+        assert!(reason(digest(&dir, &b).unwrap_err()).contains("before the start"));
+        // Header and footer disagree.
+        let mut b = good.clone();
+        b[block_at] ^= 1;
+        assert!(reason(digest(&dir, &b).unwrap_err()).contains("differs"));
+        // A pair length past the block, and one of u64::MAX.
+        for len in [10_000u64, u64::MAX, 2] {
+            let mut b = good.clone();
+            b[block_at + 8..block_at + 16].copy_from_slice(&len.to_le_bytes());
+            assert!(reason(digest(&dir, &b).unwrap_err()).contains("outside"));
+        }
+        // Every u32 length inside the v3 value set to u32::MAX, one at a time: an error or
+        // (if the field is not a length) a different outcome, never a panic.
+        let value_at = block_at + 8 + 12;
+        for at in value_at..cd_at - 24 - 4 {
+            let mut b = good.clone();
+            b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            let _ = digest(&dir, &b);
+        }
+        // Truncated v3 value: every shorter value, with the pair length adjusted.
+        let value_len = cd_at - 24 - value_at;
+        for cut in 1..value_len {
+            let v3 = good[value_at..value_at + value_len - cut].to_vec();
+            let b = apk(b"data", &[(V3_BLOCK_ID, v3)]);
+            assert!(digest(&dir, &b).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn zip64_and_inconsistent_end_record_are_errors() {
+        let dir = TempDir::new("apksig-zip64");
+        let good = apk(b"data", &[]);
+        let eocd = good.len() - 22;
+        let mut b = good.clone();
+        b[eocd - 20..eocd - 16].copy_from_slice(&ZIP64_LOCATOR_MAGIC.to_le_bytes());
+        assert!(reason(digest(&dir, &b).unwrap_err()).contains("ZIP64"));
+        let mut b = good.clone();
+        b[eocd + 16..eocd + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(reason(digest(&dir, &b).unwrap_err()).contains("does not end"));
+    }
+}

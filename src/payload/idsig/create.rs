@@ -139,3 +139,130 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdsigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::testutil::{TempDir, pattern};
+    use crate::payload::idsig::apk_sig::V3_BLOCK_ID;
+    use crate::payload::idsig::apk_sig::tests::{apk, lp, signer};
+
+    fn signed_apk(data_len: usize, digest_byte: u8) -> Vec<u8> {
+        let v3 = lp(&lp(&signer(
+            3,
+            &[(0x0201, vec![digest_byte; 32])],
+            (28, u32::MAX),
+        )));
+        apk(&pattern(data_len, digest_byte), &[(V3_BLOCK_ID, v3)])
+    }
+
+    #[test]
+    fn create_writes_tree_and_digest() {
+        let dir = TempDir::new("idsig-create");
+        let bytes = signed_apk(300_000, 7);
+        let apk_path = dir.file("a.apk", &bytes);
+        let out = dir.path().join("a.apk.idsig");
+        let written = create_idsig(&apk_path, &out).unwrap();
+        let back = Idsig::load(&out).unwrap();
+        assert_eq!(back, written);
+        let tree = HashTree::from_bytes(&bytes, &[]);
+        assert_eq!(back.merkle_tree, tree.tree);
+        assert_eq!(back.hashing_info.raw_root_hash, tree.root_hash);
+        assert!(back.hashing_info.salt.is_empty());
+        assert_eq!(back.signing_info.apk_digest, vec![7; 32]);
+        assert_eq!(back.signing_info.signature_algorithm_id, 0x0201);
+        assert!(back.signing_info.x509_certificate.is_empty());
+        assert!(back.signing_info.signature.is_empty());
+        // Only the idsig is left in the directory (no temporary file).
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn unsigned_and_empty_apks_get_android_13_defaults() {
+        let dir = TempDir::new("idsig-unsigned");
+        for data in [Vec::new(), pattern(5000, 1)] {
+            let apk_path = dir.file("u.apk", &data);
+            let out = dir.path().join("u.idsig");
+            let idsig = create_idsig(&apk_path, &out).unwrap();
+            assert_eq!(idsig.signing_info, SigningInfo::default());
+            assert_eq!(
+                idsig.merkle_tree.len() as u64,
+                super::super::hashtree::tree_size(data.len() as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_inputs_and_outputs() {
+        let dir = TempDir::new("idsig-create-bad");
+        let apk_path = dir.file("a.apk", &signed_apk(1000, 1));
+        assert!(matches!(
+            create_idsig(&dir.path().join("missing.apk"), &dir.path().join("x")).unwrap_err(),
+            IdsigError::Open { .. }
+        ));
+        assert!(matches!(
+            create_idsig(dir.path(), &dir.path().join("x")).unwrap_err(),
+            IdsigError::NotAFile { .. }
+        ));
+        let e = create_idsig(&apk_path, &dir.path().join("no/such/dir/x.idsig")).unwrap_err();
+        assert!(matches!(e, IdsigError::Write { .. }), "{e}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_or_update_follows_android() {
+        let dir = TempDir::new("idsig-update");
+        let apk_path = dir.file("a.apk", &signed_apk(20_000, 3));
+        let idsig = dir.path().join("a.idsig");
+        assert_eq!(
+            create_or_update_idsig(&apk_path, &idsig).unwrap(),
+            IdsigUpdate::Created
+        );
+        let good = fs::read(&idsig).unwrap();
+
+        // Same digest: left alone, even though the tree was tampered with (Android compares
+        // only the digest).
+        let mut tampered = good.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        fs::write(&idsig, &tampered).unwrap();
+        assert_eq!(
+            create_or_update_idsig(&apk_path, &idsig).unwrap(),
+            IdsigUpdate::Unchanged
+        );
+        assert_eq!(fs::read(&idsig).unwrap(), tampered);
+
+        // Garbage, or an idsig of another APK: rewritten.
+        fs::write(&idsig, b"garbage").unwrap();
+        assert_eq!(
+            create_or_update_idsig(&apk_path, &idsig).unwrap(),
+            IdsigUpdate::Rewritten
+        );
+        assert_eq!(fs::read(&idsig).unwrap(), good);
+        let other = dir.file("b.apk", &signed_apk(20_000, 4));
+        assert_eq!(
+            create_or_update_idsig(&other, &idsig).unwrap(),
+            IdsigUpdate::Rewritten
+        );
+        assert_ne!(fs::read(&idsig).unwrap(), good);
+
+        // An empty file counts as missing.
+        fs::write(&idsig, b"").unwrap();
+        assert_eq!(
+            create_or_update_idsig(&apk_path, &idsig).unwrap(),
+            IdsigUpdate::Created
+        );
+        assert_eq!(fs::read(&idsig).unwrap(), good);
+
+        // No digest to compare: always rewritten.
+        let unsigned = dir.file("u.apk", &pattern(9000, 1));
+        assert_eq!(
+            create_or_update_idsig(&unsigned, &idsig).unwrap(),
+            IdsigUpdate::Rewritten
+        );
+        assert_eq!(
+            create_or_update_idsig(&unsigned, &idsig).unwrap(),
+            IdsigUpdate::Rewritten
+        );
+    }
+}

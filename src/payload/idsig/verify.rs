@@ -100,3 +100,104 @@ pub fn check_root_hash(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::disk::testutil::{TempDir, pattern};
+    use crate::payload::idsig::create::create_idsig;
+
+    fn setup(dir: &TempDir, len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+        let apk = dir.file("a.apk", &pattern(len, 1));
+        let idsig = dir.path().join("a.idsig");
+        create_idsig(&apk, &idsig).unwrap();
+        (apk, idsig)
+    }
+
+    #[test]
+    fn verifies_what_create_wrote() {
+        let dir = TempDir::new("verify-ok");
+        for len in [0, 1, 4096, 4097, 300 * 4096 + 5] {
+            let (apk, idsig) = setup(&dir, len);
+            let r = verify(&apk, &idsig).unwrap();
+            assert_eq!(r.apk_len, len as u64);
+            assert_eq!(r.tree_size, tree_size(len as u64));
+            assert_eq!(
+                r.root_hash,
+                Idsig::load(&idsig).unwrap().hashing_info.raw_root_hash
+            );
+        }
+    }
+
+    #[test]
+    fn names_the_block_that_differs() {
+        let dir = TempDir::new("verify-block");
+        for (len, flip, block) in [
+            (300 * 4096 + 5, 3 * 4096 + 10, 3),
+            (300 * 4096 + 5, 300 * 4096 + 4, 300),
+            (300 * 4096 + 5, 0, 0),
+            (2000, 1999, 0),
+        ] {
+            let (apk, idsig) = setup(&dir, len);
+            let mut data = fs::read(&apk).unwrap();
+            data[flip] ^= 0x80;
+            fs::write(&apk, &data).unwrap();
+            match verify(&apk, &idsig).unwrap_err() {
+                IdsigError::BlockMismatch {
+                    block: b, offset, ..
+                } => assert_eq!((b, offset), (block, block * 4096), "flip {flip}"),
+                e => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn size_mismatch_and_inconsistent_tree() {
+        let dir = TempDir::new("verify-size");
+        let (apk, idsig) = setup(&dir, 256 * 4096);
+        // One byte more: level 0 needs a third block.
+        let mut data = fs::read(&apk).unwrap();
+        data.push(0);
+        let bigger = dir.file("b.apk", &data);
+        match verify(&bigger, &idsig).unwrap_err() {
+            IdsigError::SizeMismatch {
+                expected, actual, ..
+            } => assert_eq!((expected, actual), (4 * 4096, 3 * 4096)),
+            e => panic!("{e}"),
+        }
+        // A corrupt tree.
+        let mut sig = Idsig::load(&idsig).unwrap();
+        sig.merkle_tree[4096 + 64] ^= 1;
+        let e = verify_idsig(&apk, &sig, &idsig).unwrap_err();
+        assert!(matches!(e, IdsigError::TreeInconsistent { .. }), "{e}");
+        // A root hash that is not the tree's.
+        let mut sig = Idsig::load(&idsig).unwrap();
+        sig.hashing_info.raw_root_hash[31] ^= 1;
+        let e = verify_idsig(&apk, &sig, &idsig).unwrap_err();
+        assert!(e.to_string().contains("root hash"), "{e}");
+    }
+
+    #[test]
+    fn root_hash_of_a_padded_device_image() {
+        let dir = TempDir::new("verify-root");
+        let (apk, idsig) = setup(&dir, 10_000);
+        let root = Idsig::load(&idsig).unwrap().hashing_info.raw_root_hash;
+        let mut data = fs::read(&apk).unwrap();
+        data.resize(12_288, 0);
+        let dev = dir.file("dev.img", &data);
+        check_root_hash(&dev, 10_000, &root).unwrap();
+        check_root_hash(&dev, 12_288, &root).unwrap();
+        match check_root_hash(&dev, 9_999, &root).unwrap_err() {
+            IdsigError::RootHashMismatch { len, expected, .. } => {
+                assert_eq!((len, expected), (9_999, hex(&root)))
+            }
+            e => panic!("{e}"),
+        }
+        assert!(matches!(
+            check_root_hash(&dev, 20_000, &root).unwrap_err(),
+            IdsigError::ShortFile { .. }
+        ));
+    }
+}
