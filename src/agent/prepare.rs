@@ -15,11 +15,10 @@ use super::{AgentConfig, AgentError};
 use crate::payload::apk::{Apk, ApkError, ExtractLimits};
 use crate::payload::config::{MAX_CONFIG_SIZE, TaskType, VmPayloadConfig};
 use crate::payload::idsig::format::MAX_IDSIG_SIZE;
-use crate::payload::idsig::{HashTree, Idsig, IdsigError};
+use crate::payload::idsig::{HashTree, Idsig, IdsigError, hex};
 use crate::payload::metadata::{APK_MOUNT_POINT, Metadata, PayloadSource};
+use crate::payload::partition::ENCRYPTEDSTORE_MAGIC;
 
-/// What the host writes at the start of a storage partition that has never been used.
-pub const UNFORMATTED_MAGIC: &[u8] = b"UNFORMATTED-STORAGE";
 /// Most zero bytes accepted after an idsig on its partition (padding to 4 KiB).
 const MAX_IDSIG_PADDING: u64 = 4095;
 
@@ -191,10 +190,6 @@ pub fn verify_apk(label: &str, apk: &Path, idsig: &Path) -> Result<(), AgentErro
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Step 6: extracts the APK on `dev` into the empty directory `dest`. A zip the reader
 /// refuses is a verification failure (Android's apkverify refuses what it cannot parse);
 /// failing to read the device or write the files is not.
@@ -317,7 +312,7 @@ pub fn task_command(config: &VmPayloadConfig) -> Result<PathBuf, AgentError> {
 }
 
 /// Step 8: formats the `encryptedstore` partition on first use (the host wrote
-/// [`UNFORMATTED_MAGIC`] at its start) and mounts it. Nothing to do without one.
+/// [`ENCRYPTEDSTORE_MAGIC`] at its start) and mounts it. Nothing to do without one.
 pub fn prepare_storage(
     parts: &PartitionMap,
     mount_point: &Path,
@@ -335,9 +330,9 @@ pub fn prepare_storage(
         .write(true)
         .open(dev)
         .map_err(|e| storage_err(format!("cannot open: {e}")))?;
-    let mut head = vec![0u8; UNFORMATTED_MAGIC.len()];
+    let mut head = [0u8; ENCRYPTEDSTORE_MAGIC.len()];
     let unformatted = match file.read_exact_at(&mut head, 0) {
-        Ok(()) => head == UNFORMATTED_MAGIC,
+        Ok(()) => &head == ENCRYPTEDSTORE_MAGIC,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
         Err(e) => return Err(storage_err(format!("cannot read: {e}"))),
     };
@@ -346,7 +341,7 @@ pub fn prepare_storage(
         // Format first, then clear the magic: if formatting fails, the next boot tries
         // again. The magic lies in the ext2 boot block (bytes 0..1024), which is unused.
         sys.format_ext2(dev)?;
-        file.write_all_at(&vec![0u8; UNFORMATTED_MAGIC.len()], 0)
+        file.write_all_at(&[0u8; ENCRYPTEDSTORE_MAGIC.len()], 0)
             .and_then(|()| file.sync_data())
             .map_err(|e| storage_err(format!("cannot clear the unformatted mark: {e}")))?;
     }

@@ -221,6 +221,7 @@ mod tests {
     };
     use crate::lifecycle::protocol::decode_event;
     use crate::payload::metadata::Metadata;
+    use crate::payload::partition::{PartitionType, create_partition};
     use std::fs;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
@@ -590,8 +591,10 @@ mod tests {
     fn storage_is_formatted_once_then_mounted() {
         let g = FakeGuest::new("agent-run-storage");
         g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), "#!/bin/sh\n"));
-        let mut store = b"UNFORMATTED-STORAGE".to_vec();
-        store.resize(1 << 16, 0);
+        // As the host creates it (`micro-vmm create-partition --type encryptedstore`).
+        let image = g.dir.path().join("host/storage.img");
+        create_partition(&image, 1 << 16, PartitionType::EncryptedStore).unwrap();
+        let store = fs::read(&image).unwrap();
         let dev = g.partition("encryptedstore", &store);
         let name = dev.file_name().unwrap().to_str().unwrap().to_string();
         let (_, outcome, g, sys) = run_to_end(g, FakeSystem::default());
