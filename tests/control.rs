@@ -444,11 +444,11 @@ fn a_client_with_another_uid_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
+    // Closed at once: depending on timing the client sees EOF, a reset or a broken pipe.
     assert!(
-        // Closed before, during or after the request was written.
-        err.contains("without answering")
-            || err.contains("Connection reset")
-            || err.contains("Broken pipe"),
+        ["without answering", "Connection reset", "Broken pipe"]
+            .iter()
+            .any(|m| err.contains(m)),
         "{err}"
     );
     assert_eq!(c.call("status")["result"]["state"], "STARTED", "not killed");

@@ -28,6 +28,8 @@ pub enum PauseError {
     Stopping,
     #[error("the vCPUs did not stop within {0:?}")]
     Timeout(Duration),
+    #[error("resumed before every vCPU had stopped")]
+    Resumed,
 }
 
 /// Shared by the vCPU threads and whoever pauses them (the control socket).
@@ -94,6 +96,9 @@ impl PauseControl {
         loop {
             if s.released {
                 return Err(PauseError::Stopping);
+            }
+            if !s.paused {
+                return Err(PauseError::Resumed);
             }
             if s.parked >= s.threads.len() {
                 return Ok(());
@@ -210,6 +215,18 @@ mod tests {
             Err(PauseError::Timeout(Duration::from_millis(50)))
         );
         assert!(t0.elapsed() >= Duration::from_millis(50));
+        // A resume while a pause waits ends that pause.
+        pc.resume();
+        let pc = Arc::new(pc);
+        let waiter = {
+            let pc = Arc::clone(&pc);
+            std::thread::spawn(move || pc.pause(Duration::from_secs(10)))
+        };
+        while !pc.is_paused() {
+            std::thread::yield_now();
+        }
+        pc.resume();
+        assert_eq!(waiter.join().unwrap(), Err(PauseError::Resumed));
         pc.unregister_current_thread();
         // With no vCPU threads at all a pause is immediate.
         pc.pause(Duration::from_millis(1)).unwrap();
