@@ -6,7 +6,6 @@ here, directly on VMX/SVM hosts). Prints a verdict per scenario; exits non-zero 
   tests/e2e/app.py [--only SUBSTRING] [--timeout SECONDS]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nested  # noqa: E402
-from run import Scenario, execute, expect  # noqa: E402
+from run import Scenario, execute, expect, select  # noqa: E402
 
 ROOT = nested.ROOT
 BUILD_APP = os.path.join(ROOT, "resources/examples/build-app.py")
@@ -276,11 +275,7 @@ def scenarios():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
-    ap.add_argument("--timeout", type=int, default=1500, help="wall-clock limit for all of it")
-    args = ap.parse_args()
-    todo = [s for s in scenarios() if args.only in s.name]
+    args, todo = select(__doc__, scenarios())
     t0 = time.monotonic()
     work = tempfile.mkdtemp(prefix="mvmm-e2e-app-")
     try:

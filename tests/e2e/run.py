@@ -326,12 +326,17 @@ def execute(kernel, l2, todo, timeout, head=""):
     return passed, failed
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def select(doc, all_scenarios):
+    """The command line (--only, --timeout) and the scenarios it selects."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
     ap.add_argument("--timeout", type=int, default=1500, help="wall-clock limit for all of it")
     args = ap.parse_args()
-    todo = [s for s in scenarios() if args.only in s.name]
+    return args, [s for s in all_scenarios if args.only in s.name]
+
+
+def main():
+    args, todo = select(__doc__, scenarios())
     t0 = time.monotonic()
     kernel = nested.Kernel(nested.kernel_package())
     nested.log(f"guest kernel {kernel.pkg}")
