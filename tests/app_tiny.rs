@@ -180,7 +180,7 @@ fn a_payload_that_never_starts_is_a_hangup() {
 #[test]
 fn sigterm_is_killed_and_cleans_up() {
     let env = Env::new("term");
-    let child = env.command("exit=halt", &[]).spawn().unwrap();
+    let child = common::KillOnDrop::new(env.command("exit=halt", &[]).spawn().unwrap());
     let pid = child.id() as i32;
     // Wait until the VM runs (the probe prints PROBE-UP), then SIGTERM.
     std::thread::sleep(Duration::from_millis(1500));

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -38,11 +38,14 @@ impl Drop for Dir {
 }
 
 /// `micro-vmm run` on the probe guest with `cmdline`, serving `socket`.
-fn spawn_vm(socket: &Path, cmdline: &str, extra: &[&str]) -> Child {
+fn spawn_vm(socket: &Path, cmdline: &str, extra: &[&str]) -> common::KillOnDrop {
     let mut more = vec!["--mem", "64", "--socket", socket.to_str().unwrap()];
     more.extend_from_slice(extra);
     let args = common::probe_args("probe-pvh.elf", cmdline, &more);
-    common::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), false)
+    common::KillOnDrop::new(common::spawn(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        false,
+    ))
 }
 
 /// Connects once the VM serves the socket.

@@ -81,6 +81,35 @@ impl std::fmt::Debug for Outcome {
     }
 }
 
+/// A spawned micro-vmm that is killed if the test ends (a failed assertion) before
+/// [`wait`] takes it: a failing test must not leave a VM running.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl From<KillOnDrop> for Child {
+    fn from(mut g: KillOnDrop) -> Child {
+        g.0.take().expect("taken once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Spawns micro-vmm with `args`; `stdin` (if any) is written then closed.
 pub fn spawn(args: &[&str], with_stdin: bool) -> Child {
     Command::new(bin())
@@ -98,7 +127,8 @@ pub fn spawn(args: &[&str], with_stdin: bool) -> Child {
 
 /// Collects a child's output until it exits or `timeout` passes (then it is killed and the
 /// test fails: a hang is a bug).
-pub fn wait(mut child: Child, timeout: Duration) -> Outcome {
+pub fn wait(child: impl Into<Child>, timeout: Duration) -> Outcome {
+    let mut child = child.into();
     let start = Instant::now();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
