@@ -12,6 +12,7 @@ pub mod boot;
 pub mod devices;
 pub mod disk;
 pub mod lifecycle;
+pub mod lines;
 pub mod log_limit;
 pub mod manager;
 pub mod payload;

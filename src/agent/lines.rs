@@ -1,7 +1,10 @@
-//! Reading `\n`-terminated lines from a stream with a bound on the line length, so a peer
-//! that never sends a newline cannot make the agent buffer without limit.
+//! Reading `\n`-terminated lines from a blocking stream with a bound on the line length
+//! ([`crate::lines::LineFramer`] over a `Read`), so a peer that never sends a newline cannot
+//! make the agent buffer without limit.
 
 use std::io::{self, Read};
+
+use crate::lines::{Frame, LineFramer};
 
 /// What [`LineReader::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,13 +17,10 @@ pub enum Line {
     Eof,
 }
 
-/// Lines of at most `max` bytes, the `\n` included.
+/// Lines of at most `max` bytes, the `\n` included, read from a stream.
 pub struct LineReader<R> {
     inner: R,
-    buf: Vec<u8>,
-    max: usize,
-    /// Inside a too-long line: drop bytes until its `\n`.
-    discarding: bool,
+    framer: LineFramer,
 }
 
 /// Bytes read from the stream at a time.
@@ -31,9 +31,7 @@ impl<R: Read> LineReader<R> {
     pub fn new(inner: R, max: usize) -> LineReader<R> {
         LineReader {
             inner,
-            buf: Vec::new(),
-            max: max.max(1),
-            discarding: false,
+            framer: LineFramer::new(max),
         }
     }
 
@@ -43,27 +41,9 @@ impl<R: Read> LineReader<R> {
     /// peer sends. Errors (a timeout, a reset) are the stream's.
     pub fn next_line(&mut self) -> io::Result<Line> {
         loop {
-            let newline = self.buf.iter().position(|&b| b == b'\n');
-            match newline {
-                Some(pos) if self.discarding => {
-                    self.buf.drain(..=pos);
-                    self.discarding = false;
-                    continue;
-                }
-                Some(pos) => {
-                    let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-                    line.pop();
-                    if line.len() >= self.max {
-                        return Ok(Line::TooLong);
-                    }
-                    return Ok(Line::Complete(line));
-                }
-                None if self.discarding => self.buf.clear(),
-                None if self.buf.len() >= self.max => {
-                    self.buf.clear();
-                    self.discarding = true;
-                    return Ok(Line::TooLong);
-                }
+            match self.framer.next_frame() {
+                Some(Frame::Line(line)) => return Ok(Line::Complete(line)),
+                Some(Frame::TooLong) => return Ok(Line::TooLong),
                 None => {}
             }
             let mut chunk = [0u8; CHUNK];
@@ -73,11 +53,10 @@ impl<R: Read> LineReader<R> {
                 Err(e) => return Err(e),
             };
             if n == 0 {
-                self.buf.clear();
+                self.framer.clear();
                 return Ok(Line::Eof);
             }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
+            self.framer.push(chunk.get(..n).unwrap_or_default());
         }
     }
 
@@ -142,7 +121,7 @@ mod tests {
             assert_eq!(r.next_line().unwrap(), Line::Complete(b"1234567".to_vec()));
             assert_eq!(r.next_line().unwrap(), Line::TooLong);
             assert_eq!(r.next_line().unwrap(), Line::TooLong);
-            assert!(r.buf.capacity() <= 4 * CHUNK, "{}", r.buf.capacity());
+            assert!(r.framer.capacity() <= 4 * CHUNK, "{}", r.framer.capacity());
             assert_eq!(r.next_line().unwrap(), Line::Complete(b"after".to_vec()));
             assert_eq!(r.next_line().unwrap(), Line::Eof);
         }

@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::lifecycle::protocol::{self, GuestEvent, HostRequest};
 use crate::lifecycle::{ErrorCode, MAX_LINE, PROTOCOL_VERSION};
+use crate::lines::{Frame, LineFramer};
 use crate::log_limit::LogLimit;
 use crate::poll::{poll, pollfd};
 use crate::vmm::exit::{ExitState, VmExit};
@@ -107,8 +108,7 @@ impl LifecycleService {
         let mut worker = Worker {
             listener,
             conn: None,
-            buf: Vec::new(),
-            discarding: false,
+            input: LineFramer::new(MAX_LINE),
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
             exit,
@@ -171,10 +171,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Worker {
     listener: UnixListener,
     conn: Option<UnixStream>,
-    /// Bytes of the current, incomplete line.
-    buf: Vec<u8>,
-    /// Skipping the rest of an over-long line.
-    discarding: bool,
+    /// The guest's lines, over-long ones dropped without being buffered.
+    input: LineFramer,
     shared: Arc<Shared>,
     stop: Arc<EventFd>,
     exit: Arc<ExitState>,
@@ -274,11 +272,14 @@ impl Worker {
             return;
         };
         let mut chunk = [0u8; 4096];
-        let mut lines = Vec::new();
+        let mut frames = Vec::new();
         let closed = loop {
             match conn.read(&mut chunk) {
                 Ok(0) => break true,
-                Ok(n) => split_lines(&mut self.buf, &mut self.discarding, &chunk[..n], &mut lines),
+                Ok(n) => {
+                    self.input.push(&chunk[..n]);
+                    frames.extend(std::iter::from_fn(|| self.input.next_frame()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -287,8 +288,11 @@ impl Worker {
                 }
             }
         };
-        for line in lines {
-            self.handle_line(&line);
+        for frame in frames {
+            match frame {
+                Frame::Line(line) => self.handle_line(&line),
+                Frame::TooLong => warn_limited(&format!("a line over {MAX_LINE} bytes dropped")),
+            }
         }
         if closed {
             // Closing tells the agent its events arrived (docs/lifecycle.md, Delivery).
@@ -344,35 +348,6 @@ pub fn apply(o: &mut PayloadOutcome, event: &GuestEvent) -> bool {
             true
         }
         _ => false,
-    }
-}
-
-/// Appends the complete lines in `data` to `out`; keeps a partial line in `buf`; drops lines
-/// longer than [`MAX_LINE`] (logged) without buffering them.
-fn split_lines(buf: &mut Vec<u8>, discarding: &mut bool, data: &[u8], out: &mut Vec<Vec<u8>>) {
-    for part in data.split_inclusive(|&b| b == b'\n') {
-        let complete = part.last() == Some(&b'\n');
-        let body = if complete {
-            &part[..part.len() - 1]
-        } else {
-            part
-        };
-        if *discarding {
-            if complete {
-                *discarding = false;
-            }
-            continue;
-        }
-        if buf.len() + body.len() >= MAX_LINE {
-            warn_limited(&format!("a line over {MAX_LINE} bytes dropped"));
-            buf.clear();
-            *discarding = !complete;
-            continue;
-        }
-        buf.extend_from_slice(body);
-        if complete {
-            out.push(std::mem::take(buf));
-        }
     }
 }
 

@@ -237,85 +237,10 @@ impl Event {
     }
 }
 
-/// One unit of input framing.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// A complete line, without its newline.
-    Line(Vec<u8>),
-    /// A line longer than [`MAX_LINE`]; its bytes were dropped (and the rest of it will be).
-    TooLong,
-}
-
-/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes (newline included) without
-/// ever holding more than [`MAX_LINE`] + one read's worth of bytes.
-#[derive(Debug, Default)]
-pub struct LineReader {
-    buf: Vec<u8>,
-    /// Skipping the rest of an over-long line.
-    discarding: bool,
-}
-
-impl LineReader {
-    /// Appends bytes read from the peer.
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Bytes held.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// True when more input could be taken (the caller stops reading otherwise).
-    pub fn wants_input(&self) -> bool {
-        self.buf.len() < MAX_LINE
-    }
-
-    /// The next frame, if one is complete.
-    pub fn next_frame(&mut self) -> Option<Frame> {
-        loop {
-            let newline = self.buf.iter().position(|&b| b == b'\n');
-            if self.discarding {
-                match newline {
-                    Some(i) => {
-                        self.buf.drain(..=i);
-                        self.discarding = false;
-                        continue;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return None;
-                    }
-                }
-            }
-            return match newline {
-                Some(i) if i < MAX_LINE => {
-                    let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                    line.pop();
-                    Some(Frame::Line(line))
-                }
-                Some(i) => {
-                    self.buf.drain(..=i);
-                    Some(Frame::TooLong)
-                }
-                None if self.buf.len() >= MAX_LINE => {
-                    self.buf.clear();
-                    self.discarding = true;
-                    Some(Frame::TooLong)
-                }
-                None => None,
-            };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lines::{Frame, LineFramer};
 
     fn err(line: &str) -> RequestError {
         parse_request(line.as_bytes()).unwrap_err()
@@ -490,7 +415,7 @@ mod tests {
 
     #[test]
     fn framing_splits_lines_and_caps_them() {
-        let mut r = LineReader::default();
+        let mut r = LineFramer::new(MAX_LINE);
         r.push(b"ab\ncd");
         assert_eq!(r.next_frame(), Some(Frame::Line(b"ab".to_vec())));
         assert_eq!(r.next_frame(), None);

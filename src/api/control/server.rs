@@ -20,12 +20,13 @@ use serde_json::{Value, json};
 use super::events::{EventHub, SubscriberQueue};
 use super::fdpass::send_with_fd;
 use super::protocol::{
-    API_VERSION, ErrorCode, Event, Frame, LineReader, MAX_LINE, Method, Request, RequestError,
-    error_line, parse_request, result_line,
+    API_VERSION, ErrorCode, Event, MAX_LINE, Method, Request, RequestError, error_line,
+    parse_request, result_line,
 };
 use super::vsock_connect::connect_vsock;
 use super::{ControlError, MAX_CLIENTS, VmHandle};
 use crate::lifecycle::StopReason;
+use crate::lines::{Frame, LineFramer};
 use crate::log_limit::LogLimit;
 use crate::poll::{poll, pollfd};
 use crate::unix_socket::{BoundSocket, own_uid, peer_uid};
@@ -158,7 +159,7 @@ struct Out {
 struct Client {
     stream: UnixStream,
     token: u64,
-    input: LineReader,
+    input: LineFramer,
     /// The peer shut down its writing side.
     eof: bool,
     /// The peer is gone (hang-up after EOF): nothing more to poll for.
@@ -181,7 +182,7 @@ impl Client {
         Client {
             stream,
             token,
-            input: LineReader::default(),
+            input: LineFramer::new(MAX_LINE),
             eof: false,
             gone: false,
             busy: false,
