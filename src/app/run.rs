@@ -1,6 +1,6 @@
 //! One `--app` run, start to end: payload disk, VM, lifecycle, stop reason, exit code.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,9 +22,6 @@ use super::payload_disk::{self, PayloadInputs};
 use super::service::{LifecycleService, Observer, PayloadOutcome};
 use super::workdir::WorkDir;
 use super::{AppError, exit_code};
-
-/// Longest failure string read back from the log port.
-const MAX_FAILURE_STRING: u64 = 4096;
 
 /// What the run prints (stderr) and returns.
 pub struct RunResult {
@@ -255,7 +252,7 @@ fn run_vm(
     );
     let vm_exit = vmm.run();
     let outcome = service.finish();
-    let failure = read_failure_string(&p.ttys1);
+    let failure = crate::lifecycle::read_failure_string(&p.ttys1);
     copy_log(&p.ttys1, &cfg.log);
     log::info!("{}", vm_exit.describe());
     let reason = stop_reason(&vm_exit, &failure, &outcome);
@@ -321,15 +318,6 @@ fn print_event(t0: Instant, event: &GuestEvent) {
             eprintln!("micro-vmm: error {}: {message}", code.name())
         }
     }
-}
-
-/// The failure string the guest wrote to ttyS1 (bounded; empty when none).
-fn read_failure_string(path: &Path) -> String {
-    let mut buf = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_FAILURE_STRING).read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).trim().to_string()
 }
 
 /// Copies the log port's output to the user's `--log` target.

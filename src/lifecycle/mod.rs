@@ -98,6 +98,20 @@ const ALL_REASONS: [StopReason; 16] = [
     StopReason::WatchdogReboot,
 ];
 
+/// Longest failure string read back from the log port's capture.
+pub const MAX_FAILURE_STRING: u64 = 4096;
+
+/// The failure string the guest wrote to ttyS1, from the log port's capture at `path`: its
+/// first [`MAX_FAILURE_STRING`] bytes, trimmed; empty when there is none.
+pub fn read_failure_string(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(MAX_FAILURE_STRING).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
 /// Failure strings the host accepts from ttyS1 (Android's `death_reason`).
 const FAILURE_STRINGS: [StopReason; 7] = [
     StopReason::PvmFirmwarePublicKeyMismatch,
@@ -141,6 +155,11 @@ impl StopReason {
         self as i32
     }
 
+    /// Looks a reason up by its Android value.
+    pub fn from_value(value: i32) -> Option<StopReason> {
+        ALL_REASONS.into_iter().find(|r| r.value() == value)
+    }
+
     /// Looks a reason up by its Android name.
     pub fn from_name(name: &str) -> Option<StopReason> {
         ALL_REASONS.into_iter().find(|r| r.name() == name)
@@ -181,12 +200,15 @@ mod tests {
     fn names_values_and_lookups_agree() {
         for r in ALL_REASONS {
             assert_eq!(StopReason::from_name(r.name()), Some(r));
+            assert_eq!(StopReason::from_value(r.value()), Some(r));
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.name()));
         }
         assert_eq!(StopReason::Hangup.value(), 16);
         assert_eq!(StopReason::MicrodroidInvalidPayloadConfig.value(), 14);
         assert_eq!(StopReason::from_name("NOPE"), None);
+        assert_eq!(StopReason::from_value(9), None);
+        assert_eq!(StopReason::from_value(-1), None);
     }
 
     #[test]

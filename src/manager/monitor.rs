@@ -334,7 +334,7 @@ fn watch(
             None => reason::derive(
                 end,
                 &printed,
-                &reason::read_failure_string(&vm.file(home::FAILURE_LOG)),
+                &crate::lifecycle::read_failure_string(&vm.file(home::FAILURE_LOG)),
             ),
         },
         exit_code: status.code(),

@@ -20,8 +20,6 @@ use super::ManagerError;
 
 /// Most bytes read from the end of micro-vmm's log when looking for its verdict.
 pub const MAX_LOG_TAIL: u64 = 64 << 10;
-/// Most bytes of a failure string read.
-pub const MAX_FAILURE_STRING: u64 = 4096;
 /// Largest `last_stop.json` read.
 const MAX_RECORD: u64 = 16 << 10;
 
@@ -87,7 +85,7 @@ pub fn derive(end: ProcessEnd, printed: &PrintedEvents, failure_string: &str) ->
     if let Some(r) = status
         .checked_sub(REASON_BASE)
         .filter(|v| (1..=99).contains(v))
-        .and_then(reason_from_value)
+        .and_then(StopReason::from_value)
     {
         return r;
     }
@@ -95,30 +93,6 @@ pub fn derive(end: ProcessEnd, printed: &PrintedEvents, failure_string: &str) ->
         return StopReason::StartFailed;
     }
     StopReason::from_exit(failure_string, Some(status))
-}
-
-fn reason_from_value(v: i32) -> Option<StopReason> {
-    use StopReason::*;
-    [
-        InfrastructureError,
-        Killed,
-        Unknown,
-        Shutdown,
-        StartFailed,
-        Reboot,
-        Crash,
-        PvmFirmwarePublicKeyMismatch,
-        PvmFirmwareInstanceImageChanged,
-        MicrodroidFailedToConnectToVirtualizationService,
-        MicrodroidPayloadHasChanged,
-        MicrodroidPayloadVerificationFailed,
-        MicrodroidInvalidPayloadConfig,
-        MicrodroidUnknownRuntimeError,
-        Hangup,
-        WatchdogReboot,
-    ]
-    .into_iter()
-    .find(|r| r.value() == v)
 }
 
 /// `last_stop.json`: how the last run ended.
@@ -178,15 +152,6 @@ pub fn read_tail(path: &Path, max: u64) -> String {
     let mut buf = Vec::new();
     let _ = f.take(max).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// The failure string in the log port's capture (the first [`MAX_FAILURE_STRING`] bytes).
-pub fn read_failure_string(path: &Path) -> String {
-    let mut buf = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_FAILURE_STRING).read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).trim().to_string()
 }
 
 #[cfg(test)]
@@ -336,6 +301,9 @@ mod tests {
         assert_eq!(read_tail(&p, 100), "0123456789");
         assert_eq!(read_tail(&t.path().join("none"), 4), "");
         let f = t.file("f", b"  MICRODROID_PAYLOAD_HAS_CHANGED\n");
-        assert_eq!(read_failure_string(&f), "MICRODROID_PAYLOAD_HAS_CHANGED");
+        assert_eq!(
+            crate::lifecycle::read_failure_string(&f),
+            "MICRODROID_PAYLOAD_HAS_CHANGED"
+        );
     }
 }
