@@ -11,6 +11,7 @@ pub mod app;
 pub mod boot;
 pub mod devices;
 pub mod disk;
+pub mod fsutil;
 pub mod lifecycle;
 pub mod lines;
 pub mod log_limit;

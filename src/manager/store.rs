@@ -423,14 +423,7 @@ fn write_new_file(path: &Path, data: &[u8]) -> Result<(), ManagerError> {
 
 /// Replaces `path` with `data` in one step (a temporary file beside it, then rename).
 pub fn write_file_atomically(path: &Path, data: &[u8]) -> Result<(), ManagerError> {
-    let parent = parent_of(path)?;
-    let tmp = temp_sibling(&parent);
-    let result = write_new_file(&tmp, data)
-        .and_then(|()| fs::rename(&tmp, path).map_err(ManagerError::io("rename", path)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::replace_file(path, data, 0o600).map_err(ManagerError::io("write", path))
 }
 
 /// Copies a regular file to a new file, keeping holes (SEEK_DATA/SEEK_HOLE; a plain copy

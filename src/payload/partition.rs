@@ -18,7 +18,6 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Partitions are sized in multiples of this (`PARTITION_GRANULARITY_BYTES`).
 pub const PARTITION_GRANULARITY: u64 = 4096;
@@ -367,13 +366,7 @@ fn write_atomically(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("stat", path, e)),
     }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = crate::fsutil::temp_beside(&dir.join(name)).map_err(|e| io_err("create", path, e))?;
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -7,9 +7,9 @@
 //! certificate, public key and signature left empty. An APK without a signature block gets
 //! Android 13's signing info (all empty, algorithm 0x0301).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
 
 use super::IdsigError;
 use super::apk_sig::apk_digest;
@@ -109,35 +109,10 @@ pub fn create_or_update_idsig(apk: &Path, idsig: &Path) -> Result<IdsigUpdate, I
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it to `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdsigError> {
-    let write_err = |source| IdsigError::Write {
+    crate::fsutil::replace_file(path, bytes, 0o666).map_err(|source| IdsigError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let Some(name) = path.file_name() else {
-        return Err(write_err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path has no file name",
-        )));
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

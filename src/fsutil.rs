@@ -1,0 +1,73 @@
+//! Replacing a file in one step: the content goes to a temporary file beside it, is synced,
+//! and is renamed into place, so a reader sees the old file or the new one, never half of
+//! one, and a failure leaves no temporary file behind.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh temporary name in `path`'s directory: `.<name>.tmp-<pid>-<n>`, unique within this
+/// process.
+pub fn temp_beside(path: &Path) -> io::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    Ok(path.with_file_name(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+/// Replaces `path` with `data` (a new file created with `mode`, before the umask).
+pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_beside(path)?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::testutil::TempDir;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_in_one_step_and_leaves_nothing_behind() {
+        let t = TempDir::new("fsutil");
+        let p = t.file("f", b"old");
+        replace_file(&p, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+        // A failure (the target is a directory) leaves the temporary file removed.
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        assert!(replace_file(&t.path().join("d"), b"x", 0o600).is_err());
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 2);
+        assert!(replace_file(Path::new("/"), b"x", 0o600).is_err());
+        assert_ne!(temp_beside(&p).unwrap(), temp_beside(&p).unwrap());
+    }
+}
