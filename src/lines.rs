@@ -104,31 +104,31 @@ impl LineFramer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn splits_lines_and_caps_them() {
-        const MAX: usize = 16;
-        let mut r = LineFramer::new(MAX);
+    /// The whole contract for lines of at most `max` bytes.
+    fn check(max: usize) {
+        let mut r = LineFramer::new(max);
         r.push(b"ab\ncd");
         assert_eq!(r.next_frame(), Some(Frame::Line(b"ab".to_vec())));
         assert_eq!(r.next_frame(), None);
         r.push(b"e\n\n");
         assert_eq!(r.next_frame(), Some(Frame::Line(b"cde".to_vec())));
         assert_eq!(r.next_frame(), Some(Frame::Line(Vec::new())));
-        // Exactly MAX with its newline is fine; one more byte is too long.
-        let mut ok = vec![b'x'; MAX - 1];
+        // Exactly `max` with its newline is fine; one more byte is too long.
+        let mut ok = vec![b'x'; max - 1];
         ok.push(b'\n');
         r.push(&ok);
-        assert!(matches!(r.next_frame(), Some(Frame::Line(l)) if l.len() == MAX - 1));
-        let mut long = vec![b'x'; MAX];
+        assert!(matches!(r.next_frame(), Some(Frame::Line(l)) if l.len() == max - 1));
+        let mut long = vec![b'x'; max];
         long.extend_from_slice(b"\nnext\n");
         r.push(&long);
         assert_eq!(r.next_frame(), Some(Frame::TooLong));
         assert_eq!(r.next_frame(), Some(Frame::Line(b"next".to_vec())));
         // A line that never ends is reported once and skipped without being held.
+        let push = max - max / 16;
         let mut too_long = 0;
         for _ in 0..20 {
-            r.push(&[b'y'; 40]);
-            assert!(r.len() <= MAX + 40);
+            r.push(&vec![b'y'; push]);
+            assert!(r.len() <= 2 * max);
             while let Some(f) = r.next_frame() {
                 assert_eq!(f, Frame::TooLong);
                 too_long += 1;
@@ -141,5 +141,12 @@ mod tests {
         assert_eq!(r.next_frame(), None);
         r.clear();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn splits_lines_and_caps_them() {
+        check(16);
+        check(crate::lifecycle::MAX_LINE);
+        check(crate::api::control::protocol::MAX_LINE);
     }
 }

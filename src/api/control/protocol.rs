@@ -240,7 +240,6 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lines::{Frame, LineFramer};
 
     fn err(line: &str) -> RequestError {
         parse_request(line.as_bytes()).unwrap_err()
@@ -411,38 +410,5 @@ mod tests {
             Event::State { state: "READY" }.to_line(),
             b"{\"event\":{\"state\":\"READY\",\"type\":\"state\"}}\n"
         );
-    }
-
-    #[test]
-    fn framing_splits_lines_and_caps_them() {
-        let mut r = LineFramer::new(MAX_LINE);
-        r.push(b"ab\ncd");
-        assert_eq!(r.next_frame(), Some(Frame::Line(b"ab".to_vec())));
-        assert_eq!(r.next_frame(), None);
-        r.push(b"e\n\n");
-        assert_eq!(r.next_frame(), Some(Frame::Line(b"cde".to_vec())));
-        assert_eq!(r.next_frame(), Some(Frame::Line(Vec::new())));
-        // Exactly MAX_LINE with its newline is fine; one more byte is too long.
-        let mut ok = vec![b'x'; MAX_LINE - 1];
-        ok.push(b'\n');
-        r.push(&ok);
-        assert!(matches!(r.next_frame(), Some(Frame::Line(l)) if l.len() == MAX_LINE - 1));
-        let mut long = vec![b'x'; MAX_LINE];
-        long.extend_from_slice(b"\nnext\n");
-        r.push(&long);
-        assert_eq!(r.next_frame(), Some(Frame::TooLong));
-        assert_eq!(r.next_frame(), Some(Frame::Line(b"next".to_vec())));
-        // A line that never ends is reported once and skipped without being held.
-        for _ in 0..20 {
-            r.push(&[b'y'; 60 << 10]);
-            assert!(r.len() <= 2 * MAX_LINE);
-            while let Some(f) = r.next_frame() {
-                assert_eq!(f, Frame::TooLong);
-            }
-            assert!(r.wants_input());
-        }
-        r.push(b"tail\nok\n");
-        assert_eq!(r.next_frame(), Some(Frame::Line(b"ok".to_vec())));
-        assert!(r.is_empty());
     }
 }
