@@ -1,6 +1,5 @@
 //! One `--app` run, start to end: payload disk, VM, lifecycle, stop reason, exit code.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -322,13 +321,16 @@ fn print_event(t0: Instant, event: &GuestEvent) {
 
 /// Copies the log port's output to the user's `--log` target.
 fn copy_log(from: &Path, to: &OutputTarget) {
-    let Ok(data) = std::fs::read(from) else {
+    let Ok(mut data) = std::fs::File::open(from) else {
         return;
     };
+    // Streamed: the guest decides how much it wrote.
     let result = match to {
-        OutputTarget::None => Ok(()),
-        OutputTarget::Stdout => std::io::stdout().write_all(&data),
-        OutputTarget::File(p) => std::fs::write(p, &data),
+        OutputTarget::None => Ok(0),
+        OutputTarget::Stdout => std::io::copy(&mut data, &mut std::io::stdout().lock()),
+        OutputTarget::File(p) => {
+            std::fs::File::create(p).and_then(|mut f| std::io::copy(&mut data, &mut f))
+        }
     };
     if let Err(e) = result {
         log::warn!("cannot write the log port's output: {e}");

@@ -268,17 +268,25 @@ impl Worker {
 
     /// Reads everything available; closes the connection at EOF or on an error.
     fn read_conn(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
         let mut chunk = [0u8; 4096];
-        let mut frames = Vec::new();
+        // Each chunk's lines are handled before the next read: a guest that keeps the socket
+        // full cannot make us queue its lines.
         let closed = loop {
             match conn.read(&mut chunk) {
                 Ok(0) => break true,
                 Ok(n) => {
                     self.input.push(&chunk[..n]);
-                    frames.extend(std::iter::from_fn(|| self.input.next_frame()));
+                    while let Some(frame) = self.input.next_frame() {
+                        match frame {
+                            Frame::Line(line) => self.handle_line(&line),
+                            Frame::TooLong => {
+                                warn_limited(&format!("a line over {MAX_LINE} bytes dropped"))
+                            }
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -288,16 +296,11 @@ impl Worker {
                 }
             }
         };
-        for frame in frames {
-            match frame {
-                Frame::Line(line) => self.handle_line(&line),
-                Frame::TooLong => warn_limited(&format!("a line over {MAX_LINE} bytes dropped")),
-            }
-        }
         if closed {
             // Closing tells the agent its events arrived (docs/lifecycle.md, Delivery).
-            self.conn = None;
             *lock(&self.shared.conn) = None;
+        } else {
+            self.conn = Some(conn);
         }
     }
 
