@@ -151,6 +151,17 @@ impl Vsock {
         }
     }
 
+    /// After a pass over a queue: interrupts the guest if buffers were used, and marks the
+    /// device broken if the queue was.
+    fn end_pass(&mut self, used: bool, result: Result<(), virtio_queue::Error>) {
+        if used && let Some(a) = &self.active {
+            a.interrupt.trigger(INT_USED_RING);
+        }
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
     /// Serves the TX queue; returns true if it stopped because RSTs are backed up.
     fn process_tx(&mut self, ops: &mut EventOps) -> bool {
         let Vsock {
@@ -198,12 +209,7 @@ impl Vsock {
             }
             Ok(())
         })();
-        if used {
-            active.interrupt.trigger(INT_USED_RING);
-        }
-        if let Err(e) = result {
-            self.fail(e);
-        }
+        self.end_pass(used, result);
         stalled
     }
 
@@ -247,12 +253,7 @@ impl Vsock {
             }
             Ok(())
         })();
-        if used {
-            active.interrupt.trigger(INT_USED_RING);
-        }
-        if let Err(e) = result {
-            self.fail(e);
-        }
+        self.end_pass(used, result);
     }
 }
 
