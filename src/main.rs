@@ -97,6 +97,7 @@ fn run(mut args: RunArgs) -> i32 {
                 let vm = VmHandle {
                     exit: vmm.exit_handle(),
                     pause: vmm.pause_handle(),
+                    dump: Some(vmm.dump_handle()),
                     info: VmInfo {
                         cpus: config.vcpus,
                         memory_mib: config.mem_mib,

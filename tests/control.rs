@@ -481,3 +481,52 @@ fn connect_vsock_to_a_guest_without_a_vsock_driver_fails_cleanly() {
     c.call("kill");
     assert_eq!(wait(vm, common::TIMEOUT).code, Some(137));
 }
+
+#[test]
+fn dump_over_the_socket_and_on_sigusr1_shows_every_vcpu_and_the_irqchip() {
+    let d = Dir::new("dump");
+    let sock = d.path("c.sock");
+    let serial = d.path("serial.txt");
+    let target = format!("file:{}", serial.display());
+    let vm = spawn_vm(&sock, "probe=tick", &["--cpus", "2", "--serial", &target]);
+    let mut c = Conn::new(&sock);
+    wait_for("ticks", || count_lines(&serial, "TICK ") >= 2);
+    let v = c.call("dump");
+    let text = v["result"]["dump"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
+    // vCPU 0 runs the tick loop; vCPU 1 was never started (it waits for INIT/SIPI).
+    for want in [
+        "vcpu0: mp_state RUNNABLE",
+        "vcpu1: mp_state UNINITIALIZED",
+        "vcpu0: rip 0x",
+        "vcpu0: events: exception injected=0",
+        "vcpu1: lapic id 1 ",
+        "ioapic: id ",
+        "pic master: irr ",
+        "port 0x3f8: COM1: ier ",
+    ] {
+        assert!(text.contains(want), "no {want:?} in the dump:\n{text}");
+    }
+    assert!(!text.contains("no answer"), "{text}");
+    // `ctl dump` prints the text itself.
+    let o = common::run(&["ctl", sock.to_str().unwrap(), "dump"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.contains("vcpu1: mp_state UNINITIALIZED"), "{o:?}");
+    // SIGUSR1: the same dump on stderr (the third one), and the VM goes on.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(vm.id() as i32, libc::SIGUSR1) };
+    let before = count_lines(&serial, "TICK ");
+    wait_for("ticks after the dump", || {
+        count_lines(&serial, "TICK ") >= before + 3
+    });
+    assert_eq!(c.call("status")["result"]["state"], "STARTED");
+    let v = c.ask(json!({"id": 1, "method": "stop", "params": {"timeout_ms": 0}}));
+    assert!(v.get("result").is_some(), "{v}");
+    let o = wait(vm, common::TIMEOUT);
+    assert!(
+        o.stderr.contains("micro-vmm state dump #3")
+            && o.stderr.contains("vcpu1: mp_state UNINITIALIZED"),
+        "{o:?}"
+    );
+}

@@ -229,6 +229,7 @@ fn run_vm(
             let vm = VmHandle {
                 exit: Arc::clone(&exit),
                 pause: vmm.pause_handle(),
+                dump: Some(vmm.dump_handle()),
                 info: VmInfo {
                     cpus: p.vm.vcpus,
                     memory_mib: p.vm.mem_mib,

@@ -6,6 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The device's interrupt-relevant state on one line, for the state dump (`None`: the
+    /// device has nothing worth showing).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,6 +87,33 @@ impl Bus {
     /// Routes a read; returns false (and leaves `data` alone) when no device claims it.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         self.dispatch(addr, data.len(), |dev, offset| dev.read(offset, data))
+    }
+
+    /// One line per device that describes itself ("<kind> <base>: <state>"). A device whose
+    /// lock is held (by a vCPU that is stuck in it, say) is reported as busy, never waited for.
+    pub fn describe_devices(&self, kind: &str) -> String {
+        let mut out = String::new();
+        for e in &self.entries {
+            // A busy device (a vCPU in the middle of an access) is retried for up to ~50 ms.
+            let mut tries = 0;
+            let line = loop {
+                match e.dev.try_lock() {
+                    Ok(d) => break d.describe(),
+                    Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner().describe(),
+                    Err(std::sync::TryLockError::WouldBlock) if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        break Some("busy (its lock stayed held)".to_string());
+                    }
+                }
+            };
+            if let Some(s) = line {
+                out.push_str(&format!("{kind} {:#x}: {s}\n", e.base));
+            }
+        }
+        out
     }
 
     /// Routes a write; returns false when no device claims it.

@@ -9,6 +9,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::dump::StateDump;
 use super::event_loop::Subscriber;
 use super::exit::{ExitState, VmExit};
 use super::memory::{self, GuestMemoryMmap};
@@ -232,6 +233,14 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("report CPUID"))?;
     let pause = Arc::new(PauseControl::new());
+    let vm = Arc::new(vm);
+    let dump = Arc::new(StateDump::new(
+        usize::from(cfg.vcpus),
+        vm.clone(),
+        io_bus.clone(),
+        mmio_bus.clone(),
+        pause.clone(),
+    ));
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
     for id in 0..cfg.vcpus {
         let fd = vm
@@ -258,6 +267,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
             mmio_bus.clone(),
             exit.clone(),
             pause.clone(),
+            dump.clone(),
         ));
     }
 
@@ -270,6 +280,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         outputs,
         exit,
         pause,
+        dump,
         _vm: vm,
         _kvm: kvm,
         _mem: mem,

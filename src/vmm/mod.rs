@@ -2,6 +2,7 @@
 //! fixed order from a validated [`crate::api::VmConfig`]; [`Vmm::run`] runs it to its end.
 
 pub mod builder;
+pub mod dump;
 pub mod event_loop;
 pub mod exit;
 pub mod memory;
@@ -109,7 +110,8 @@ pub struct Vmm {
     outputs: Vec<OutputSink>,
     exit: Arc<ExitState>,
     pause: Arc<PauseControl>,
-    _vm: VmFd,
+    dump: Arc<dump::StateDump>,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
 }
@@ -125,6 +127,11 @@ impl Vmm {
         Arc::clone(&self.pause)
     }
 
+    /// A handle that collects the state dump (the control socket's `dump`).
+    pub fn dump_handle(&self) -> Arc<dump::StateDump> {
+        Arc::clone(&self.dump)
+    }
+
     /// Runs the VM until it ends; never panics, restores the terminal, drains the outputs.
     pub fn run(self) -> VmExit {
         let Vmm {
@@ -136,6 +143,7 @@ impl Vmm {
             outputs,
             exit,
             pause,
+            dump,
             _vm,
             _kvm,
             _mem,
@@ -186,7 +194,7 @@ impl Vmm {
             }
         }
 
-        wait_for_exit(&exit, &sigfd);
+        wait_for_exit(&exit, &sigfd, &dump);
         let why = exit
             .reason()
             .unwrap_or_else(|| VmExit::HostError("stopped without a reason".into()));
@@ -211,8 +219,9 @@ impl Vmm {
     }
 }
 
-/// Blocks until the exit eventfd fires or a stop signal arrives.
-fn wait_for_exit(exit: &ExitState, sigfd: &std::os::fd::OwnedFd) {
+/// Blocks until the exit eventfd fires or a stop signal arrives; prints the state dump on
+/// stderr for each SIGUSR1.
+fn wait_for_exit(exit: &ExitState, sigfd: &std::os::fd::OwnedFd, dump: &dump::StateDump) {
     let mut fds = [
         libc::pollfd {
             fd: exit.evt.as_raw_fd(),
@@ -235,10 +244,16 @@ fn wait_for_exit(exit: &ExitState, sigfd: &std::os::fd::OwnedFd) {
             }
             continue;
         }
-        if fds[1].revents & libc::POLLIN != 0
-            && let Some(sig) = signals::read_signal(sigfd)
-        {
-            exit.request(VmExit::Signal(sig));
+        if fds[1].revents & libc::POLLIN != 0 {
+            match signals::read_signal(sigfd) {
+                Some(signals::DUMP_SIGNAL) => {
+                    let text = dump.collect(dump::DUMP_TIMEOUT);
+                    // Straight to stderr: the user asked for it, whatever the log level.
+                    eprint!("{text}");
+                }
+                Some(sig) => exit.request(VmExit::Signal(sig)),
+                None => {}
+            }
         }
     }
 }

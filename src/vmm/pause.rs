@@ -69,8 +69,10 @@ impl PauseControl {
         self.changed.notify_all();
     }
 
-    /// Called by a vCPU thread between two KVM_RUNs: waits while the VM is paused.
-    pub fn park_if_paused(&self) {
+    /// Called by a vCPU thread between two KVM_RUNs: waits while the VM is paused, calling
+    /// `on_wake` (without the lock) each time it is woken, for requests a parked vCPU still
+    /// answers (the state dump).
+    pub fn park_if_paused(&self, mut on_wake: impl FnMut()) {
         let mut s = self.lock();
         if !s.paused || s.released {
             return;
@@ -79,8 +81,18 @@ impl PauseControl {
         self.changed.notify_all();
         while s.paused && !s.released {
             s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+            drop(s);
+            on_wake();
+            s = self.lock();
         }
         s.parked -= 1;
+    }
+
+    /// Kicks every running vCPU thread out of KVM_RUN once and wakes the parked ones (they
+    /// stay paused); each then looks for requests such as a state dump.
+    pub fn kick_all(&self) {
+        kick(&self.lock().threads);
+        self.changed.notify_all();
     }
 
     /// Pauses every vCPU; returns once all of them have left KVM_RUN and wait (at most
@@ -103,11 +115,7 @@ impl PauseControl {
             if s.parked >= s.threads.len() {
                 return Ok(());
             }
-            for t in &s.threads {
-                // SAFETY: every id in `threads` belongs to a live vCPU thread: threads remove
-                // themselves (under this lock) before they return, and are joined only after.
-                unsafe { libc::pthread_kill(*t, signals::kick_signal()) };
-            }
+            kick(&s.threads);
             let now = Instant::now();
             if now >= deadline {
                 return Err(PauseError::Timeout(timeout));
@@ -140,6 +148,16 @@ impl PauseControl {
     }
 }
 
+/// Sends the kick signal to `threads`, taken from [`State::threads`] under the lock.
+fn kick(threads: &[libc::pthread_t]) {
+    for t in threads {
+        // SAFETY: every id in `threads` belongs to a live vCPU thread: threads remove
+        // themselves (under the lock the caller holds) before they return, and are joined only
+        // after.
+        unsafe { libc::pthread_kill(*t, signals::kick_signal()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +183,7 @@ mod tests {
                     while !stop.load(Ordering::SeqCst) {
                         count.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_micros(100));
-                        pc.park_if_paused();
+                        pc.park_if_paused(|| {});
                     }
                     pc.unregister_current_thread();
                 })

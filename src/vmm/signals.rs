@@ -1,11 +1,14 @@
 //! Signals: SIGTERM/SIGINT/SIGHUP are blocked in every thread and read by the main thread
-//! through a signalfd (a clean stop); a real-time signal kicks vCPU threads out of KVM_RUN.
+//! through a signalfd (a clean stop), and so is SIGUSR1 (a state dump on stderr, see
+//! [`super::dump`]); a real-time signal kicks vCPU threads out of KVM_RUN.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Signals that stop the VM cleanly.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// The signal that asks for a state dump on stderr.
+pub const DUMP_SIGNAL: libc::c_int = libc::SIGUSR1;
 
 fn stop_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initializes it before use.
@@ -16,11 +19,12 @@ fn stop_sigset() -> libc::sigset_t {
         for s in STOP_SIGNALS {
             libc::sigaddset(&mut set, s);
         }
+        libc::sigaddset(&mut set, DUMP_SIGNAL);
     }
     set
 }
 
-/// Blocks the stop signals in the calling thread (threads spawned later inherit the mask) and
+/// Blocks the stop signals and the dump signal in the calling thread (threads spawned later inherit the mask) and
 /// ignores SIGPIPE process-wide (a closed output pipe is an error return, not a death).
 pub fn block_stop_signals() -> io::Result<()> {
     let set = stop_sigset();
@@ -36,7 +40,7 @@ pub fn block_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// A non-blocking signalfd for the stop signals.
+/// A non-blocking signalfd for the stop signals and the dump signal.
 pub fn stop_signalfd() -> io::Result<OwnedFd> {
     let set = stop_sigset();
     // SAFETY: `set` is initialized; -1 asks for a new fd.

@@ -9,6 +9,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
+use super::dump::{StateDump, describe_vcpu};
 use super::exit::{ExitState, VmExit};
 use super::pause::PauseControl;
 use crate::devices::ResetCause;
@@ -51,6 +52,7 @@ pub struct Vcpu {
     mmio_bus: Arc<Bus>,
     exit: Arc<ExitState>,
     pause: Arc<PauseControl>,
+    dump: Arc<StateDump>,
 }
 
 /// What one KVM_RUN return means for the loop.
@@ -68,6 +70,7 @@ impl Vcpu {
         mmio_bus: Arc<Bus>,
         exit: Arc<ExitState>,
         pause: Arc<PauseControl>,
+        dump: Arc<StateDump>,
     ) -> Self {
         Vcpu {
             id,
@@ -76,6 +79,16 @@ impl Vcpu {
             mmio_bus,
             exit,
             pause,
+            dump,
+        }
+    }
+
+    /// Answers a state-dump request this thread has not answered yet.
+    fn answer_dump(fd: &VcpuFd, id: u8, dump: &StateDump, answered: &mut u64) {
+        let generation = dump.generation();
+        if generation != *answered {
+            *answered = generation;
+            dump.answer(usize::from(id), generation, describe_vcpu(id, fd));
         }
     }
 
@@ -85,12 +98,16 @@ impl Vcpu {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|c| c.set(run_ptr));
         self.pause.register_current_thread();
+        let mut answered = 0;
         while !self.exit.is_stopping() {
-            self.pause.park_if_paused();
+            let (fd, id, dump) = (&self.fd, self.id, &self.dump);
+            self.pause
+                .park_if_paused(|| Self::answer_dump(fd, id, dump, &mut answered));
             if self.exit.is_stopping() {
                 break;
             }
             let step = self.run_once();
+            Self::answer_dump(&self.fd, self.id, &self.dump, &mut answered);
             match step {
                 Step::Continue => {}
                 Step::Stop(why) => self.exit.request(why),
@@ -152,11 +169,11 @@ impl Vcpu {
                 Step::Continue
             }
             Ok(VcpuExit::Shutdown) => {
-                if log::log_enabled!(log::Level::Debug)
-                    && let Ok(r) = self.fd.get_regs()
-                {
-                    log::debug!("vcpu{id}: triple fault at rip {:#x}", r.rip);
-                }
+                // Once per VM (it ends the VM): the faulting vCPU's state is the whole story.
+                log::warn!(
+                    "vcpu{id}: triple fault; its state:\n{}",
+                    describe_vcpu(id, &self.fd).trim_end()
+                );
                 Step::Stop(VmExit::Reset(ResetCause::TripleFault))
             }
             Ok(VcpuExit::InternalError) => Step::InternalError,

@@ -108,7 +108,15 @@ fn run_inner(socket: &Path, method: &str, args: &[String]) -> Result<i32, Client
     let line = read_line(&mut reader)?.ok_or(ClientError::NoAnswer)?;
     let ok = is_result(&line)?;
     let mut out = io::stdout().lock();
-    writeln!(out, "{line}")?;
+    // The state dump is text for people: print it as such.
+    let dump_text = (ok && method == "dump")
+        .then(|| serde_json::from_str::<Value>(&line).ok())
+        .flatten()
+        .and_then(|v| v["result"]["dump"].as_str().map(str::to_owned));
+    match dump_text {
+        Some(text) => write!(out, "{text}")?,
+        None => writeln!(out, "{line}")?,
+    }
     out.flush()?;
     if ok && method == "subscribe" {
         stream.set_read_timeout(None)?;

@@ -104,6 +104,8 @@ pub trait PayloadControl: Send + Sync {
 pub struct VmHandle {
     pub exit: Arc<ExitState>,
     pub pause: Arc<PauseControl>,
+    /// `None` where the VM has no state to dump (the server's unit tests).
+    pub dump: Option<Arc<crate::vmm::dump::StateDump>>,
     pub info: VmInfo,
     /// `None` for a `run` VM.
     pub payload: Option<Arc<dyn PayloadControl>>,

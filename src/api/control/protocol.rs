@@ -20,12 +20,18 @@ pub const MIN_VSOCK_PORT: u64 = 1024;
 pub enum Method {
     Version,
     Status,
-    Stop { timeout_ms: u64 },
+    Stop {
+        timeout_ms: u64,
+    },
     Kill,
     Pause,
     Resume,
     Subscribe,
-    ConnectVsock { port: u32 },
+    ConnectVsock {
+        port: u32,
+    },
+    /// The VMM state dump (registers, vCPU events, LAPICs, IOAPIC, device interrupts).
+    Dump,
 }
 
 /// A parsed request: the client's `id` (a number or a string, echoed back) and the method.
@@ -134,6 +140,7 @@ fn parse_method(name: &str, mut params: Map<String, Value>) -> Result<Method, Me
         "pause" => Method::Pause,
         "resume" => Method::Resume,
         "subscribe" => Method::Subscribe,
+        "dump" => Method::Dump,
         "stop" => {
             let timeout_ms = match params.remove("timeout_ms") {
                 None => DEFAULT_STOP_TIMEOUT_MS,
@@ -268,6 +275,7 @@ mod tests {
             ("version", Method::Version),
             ("kill", Method::Kill),
             ("pause", Method::Pause),
+            ("dump", Method::Dump),
             ("resume", Method::Resume),
             ("subscribe", Method::Subscribe),
         ] {

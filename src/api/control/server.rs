@@ -515,6 +515,7 @@ impl Worker {
                 Dispatch::Reply(result_line(&id, json!({})))
             }
             Method::Pause => self.spawn_pause(token, id),
+            Method::Dump => self.spawn_dump(token, id),
             Method::ConnectVsock { port } => self.spawn_connect(token, id, port),
         }
     }
@@ -609,6 +610,29 @@ impl Worker {
                 Err(e) => (error_line(id, ErrorCode::Failed, &e.to_string()), None),
             };
             (line, None, event)
+        })
+    }
+
+    fn spawn_dump(&mut self, token: u64, id: Value) -> Dispatch {
+        let Some(dump) = self.vm.dump.clone() else {
+            return Dispatch::Reply(
+                RequestError::new(id, ErrorCode::Unsupported, "this VM has no state dump")
+                    .to_line(),
+            );
+        };
+        self.spawn_helper("control-dump", token, id, move |id| {
+            let mut text = dump.collect(crate::vmm::dump::DUMP_TIMEOUT);
+            // One response line must stay under the protocol's line limit (many vCPUs).
+            let room = MAX_LINE / 2;
+            if text.len() > room {
+                let cut = (0..=room)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push_str("\n[truncated: SIGUSR1 prints the whole dump on stderr]\n");
+            }
+            (result_line(id, json!({ "dump": text })), None, None)
         })
     }
 
@@ -785,6 +809,7 @@ mod tests {
         let vm = VmHandle {
             exit: Arc::clone(&exit),
             pause: Arc::new(PauseControl::new()),
+            dump: None,
             info: VmInfo {
                 cpus: 2,
                 memory_mib: 64,

@@ -95,6 +95,22 @@ impl SerialDevice {
 }
 
 impl BusDevice for SerialDevice {
+    fn describe(&self) -> Option<String> {
+        let st = self.uart.state();
+        Some(format!(
+            "{}: ier {:#04x} iir {:#04x} lcr {:#04x} mcr {:#04x} lsr {:#04x} msr {:#04x}, {} input \
+             bytes queued",
+            self.name,
+            st.interrupt_enable,
+            st.interrupt_identification,
+            st.line_control,
+            st.modem_control,
+            st.line_status,
+            st.modem_status,
+            st.in_buffer.len()
+        ))
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if data.len() != 1 {
             if let Some(n) = ODD_ACCESS.hit() {

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::interrupt::INT_CONFIG;
 use super::{ActivateContext, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, VirtioError, status};
@@ -368,6 +369,33 @@ impl MmioTransport {
 }
 
 impl BusDevice for MmioTransport {
+    fn describe(&self) -> Option<String> {
+        let mut s = format!(
+            "virtio-mmio type {} status {:#x} interrupt status {:#x} driver features {:#x}{}",
+            self.device_type,
+            self.status,
+            self.interrupt.status(),
+            self.driver_features,
+            if self.activated { " activated" } else { "" }
+        );
+        for (i, q) in self.queues.iter().enumerate().filter(|(_, q)| q.ready) {
+            // The rings' idx fields (offset 2 of each ring): avail != used means requests the
+            // device has not completed (or a notification that never arrived).
+            let idx = |ring: u64| {
+                ring.checked_add(2)
+                    .and_then(|a| self.mem.read_obj::<u16>(GuestAddress(a)).ok())
+                    .map_or_else(|| "?".to_string(), |v| v.to_string())
+            };
+            s.push_str(&format!(
+                "; queue {i}: size {} avail idx {} used idx {}",
+                q.size,
+                idx(q.driver),
+                idx(q.device)
+            ));
+        }
+        Some(s)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= reg::CONFIG {
             self.device().read_config(offset - reg::CONFIG, data);
