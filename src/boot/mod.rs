@@ -61,6 +61,8 @@ pub enum BootError {
         set: usize,
         wanted: usize,
     },
+    #[error("the normalized CPUID has {entries} entries, more than KVM accepts")]
+    Cpuid { entries: usize },
 }
 
 /// Shorthand for a failed guest-memory write.

@@ -232,6 +232,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("report CPUID"))?;
+    let topology = cpuid::Topology {
+        count: cfg.vcpus,
+        tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+    };
     let pause = Arc::new(PauseControl::new());
     let vm = Arc::new(vm);
     let dump = Arc::new(StateDump::new(
@@ -246,7 +250,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("create a vCPU"))?;
-        cpuid::set_cpuid(&fd, &base_cpuid, id, cfg.vcpus)?;
+        cpuid::set_cpuid(&fd, &base_cpuid, id, topology)?;
         msrs::set_boot_msrs(&fd)?;
         msrs::set_lint(&fd)?;
         if id == 0 {
