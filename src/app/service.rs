@@ -499,7 +499,10 @@ mod tests {
         assert!(!apply(&mut o, &hello));
         let mut late = PayloadOutcome::default();
         assert!(apply(&mut late, &GuestEvent::Started));
-        assert!(!apply(&mut late, &hello), "a hello after started is ignored");
+        assert!(
+            !apply(&mut late, &hello),
+            "a hello after started is ignored"
+        );
     }
 
     #[test]
