@@ -7,7 +7,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::config::{
     BootSource, ConfigError, DEFAULT_CMDLINE, DiskConfig, InputSource, MAX_DISKS, OutputTarget,
-    VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem, validate_vcpus,
+    VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem, validate_output_limit,
+    validate_vcpus,
 };
 use super::vmconfig;
 use crate::payload::partition::{self, PartitionType};
@@ -91,6 +92,10 @@ pub struct AppArgs {
     /// Serve the control socket (docs/api.md) at this path while the VM runs.
     #[arg(long, value_name = "PATH", requires = "app")]
     pub socket: Option<PathBuf>,
+    /// Most MiB of guest output each output file (--serial file:, --log file:, the log
+    /// port's capture) gets; then one line says so and the rest is dropped [default: 64].
+    #[arg(long, value_name = "MIB", requires = "app")]
+    pub output_limit: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +219,10 @@ pub struct RunArgs {
     /// Console input: stdin or none.
     #[arg(long, value_name = "SOURCE", default_value = "stdin")]
     pub console_in: String,
+    /// Most MiB of guest output each output file (--serial file:, --log file:) gets; then one
+    /// line says so and the rest is dropped [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub output_limit: Option<u64>,
     /// Serve the control socket (docs/api.md) at this path while the VM runs.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -357,6 +366,7 @@ impl TryFrom<RunArgs> for VmConfig {
             disks,
             mmio_cmdline: a.mmio_cmdline,
             vsock: a.vsock.as_deref().map(VsockConfig::parse).transpose()?,
+            output_limit: validate_output_limit(a.output_limit)?,
         })
     }
 }
@@ -383,6 +393,7 @@ mod tests {
         assert_eq!(c.serial, OutputTarget::Stdout);
         assert_eq!(c.log, OutputTarget::None);
         assert_eq!(c.console_in, InputSource::Stdin);
+        assert_eq!(c.output_limit, 64 << 20);
         assert_eq!(
             c.boot,
             BootSource::Kernel {
@@ -405,6 +416,14 @@ mod tests {
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--serial", "x"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", "/nonexistent"]).is_err());
         assert!(parse(&["micro-vmm", "run", "--kernel", exe, "--bogus"]).is_err());
+        for bad in ["0", "-1", "1048577", "x"] {
+            assert!(
+                parse(&["micro-vmm", "run", "--kernel", exe, "--output-limit", bad]).is_err(),
+                "--output-limit {bad}"
+            );
+        }
+        let c = parse(&["micro-vmm", "run", "--kernel", exe, "--output-limit", "2"]).unwrap();
+        assert_eq!(c.output_limit, 2 << 20);
     }
 
     #[test]

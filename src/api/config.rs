@@ -12,6 +12,10 @@ pub const MAX_MEM_MIB: u64 = 1 << 20;
 pub const MAX_VCPUS: u8 = 254;
 /// Most virtio-blk disks: one virtio-mmio slot and one IOAPIC pin (5..=23) each.
 pub const MAX_DISKS: usize = 16;
+/// The limit on each output file (console, log port) when `--output-limit` is not given.
+pub const DEFAULT_OUTPUT_LIMIT_MIB: u64 = 64;
+/// Largest `--output-limit` (1 TiB).
+pub const MAX_OUTPUT_LIMIT_MIB: u64 = 1 << 20;
 /// The command line used when `--cmdline` is not given.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 
@@ -37,6 +41,8 @@ pub enum ConfigError {
     NoBootSource,
     #[error("invalid --vsock {0}")]
     BadVsock(String),
+    #[error("--output-limit {0} MiB is out of range (1..={MAX_OUTPUT_LIMIT_MIB} MiB)")]
+    OutputLimit(u64),
     #[error("{0} disks; at most {MAX_DISKS} are supported")]
     TooManyDisks(usize),
     #[error(transparent)]
@@ -186,6 +192,8 @@ pub struct VmConfig {
     pub mmio_cmdline: bool,
     /// The virtio-vsock device, if any.
     pub vsock: Option<VsockConfig>,
+    /// Most bytes of guest output each output file (`file:PATH`) gets (`--output-limit`).
+    pub output_limit: u64,
 }
 
 impl VmConfig {
@@ -199,6 +207,14 @@ pub fn validate_mem(mib: u64) -> Result<u64, ConfigError> {
         Ok(mib)
     } else {
         Err(ConfigError::MemSize(mib))
+    }
+}
+
+/// `--output-limit MIB` (default [`DEFAULT_OUTPUT_LIMIT_MIB`]) in bytes.
+pub fn validate_output_limit(mib: Option<u64>) -> Result<u64, ConfigError> {
+    match mib.unwrap_or(DEFAULT_OUTPUT_LIMIT_MIB) {
+        m @ 1..=MAX_OUTPUT_LIMIT_MIB => Ok(m << 20),
+        m => Err(ConfigError::OutputLimit(m)),
     }
 }
 

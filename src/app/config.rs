@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::api::OutputTarget;
 use crate::api::cli::AppArgs;
-use crate::api::config::{validate_mem, validate_vcpus};
+use crate::api::config::{validate_mem, validate_output_limit, validate_vcpus};
 use crate::payload::partition::parse_size;
 
 use super::AppError;
@@ -44,6 +44,8 @@ pub struct AppConfig {
     pub hangup_timeout: Duration,
     /// The control socket's path (`--socket`).
     pub socket: Option<PathBuf>,
+    /// Most bytes each output file gets (`--output-limit`).
+    pub output_limit: u64,
 }
 
 impl TryFrom<AppArgs> for AppConfig {
@@ -115,6 +117,8 @@ impl TryFrom<AppArgs> for AppConfig {
             guest_dir: a.guest_dir,
             hangup_timeout,
             socket: a.socket,
+            output_limit: validate_output_limit(a.output_limit)
+                .map_err(|e| bad("--output-limit", e.to_string()))?,
         })
     }
 }
@@ -166,6 +170,8 @@ mod tests {
             "file:/tmp/l",
             "--socket",
             "/tmp/c.sock",
+            "--output-limit",
+            "3",
         ])
         .unwrap();
         assert_eq!(c.apk, PathBuf::from("a.apk"));
@@ -180,6 +186,7 @@ mod tests {
         assert_eq!(c.socket, Some(PathBuf::from("/tmp/c.sock")));
         let d = app(&["--app", "a", "b", "c"]).unwrap();
         assert_eq!((d.cid, d.vcpus, d.storage, d.debug), (3, 1, None, false));
+        assert_eq!((c.output_limit, d.output_limit), (3 << 20, 64 << 20));
     }
 
     #[test]
@@ -212,6 +219,8 @@ mod tests {
             ],
             &["--app", "a", "b", "c", "--storage-size", "1M"],
             &["--app", "a", "b", "c", "--hangup-timeout", "0"],
+            &["--app", "a", "b", "c", "--output-limit", "0"],
+            &["--app", "a", "b", "c", "--output-limit", "1048577"],
             &["--app", "a", "b", "c", "--serial", "tcp:1"],
             &["--instance", "i.img"],
             &["--socket", "s"],

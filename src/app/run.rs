@@ -168,6 +168,7 @@ fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
             cid: cfg.cid,
             uds: work.join("vsock.sock"),
         }),
+        output_limit: cfg.output_limit,
     };
     Ok(Prepared { vm, ttys1 })
 }

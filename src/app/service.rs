@@ -24,6 +24,8 @@ use crate::vmm::exit::{ExitState, VmExit};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PayloadOutcome {
     pub connected: bool,
+    /// The agent said hello (accepted once, before any other event).
+    pub hello: bool,
     pub started: bool,
     pub ready: bool,
     pub finished: Option<i32>,
@@ -238,7 +240,8 @@ impl Worker {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if self.conn.is_some() || lock(&self.shared.outcome).connected {
-                        log::warn!("lifecycle service: a second guest connection refused");
+                        // The guest can connect again and again: rate limited.
+                        warn_limited(&SECOND_CONNECTION, "a second guest connection refused");
                         continue; // dropped: closed at once
                     }
                     // The writer shares the file description, so it is non-blocking too: a
@@ -282,9 +285,10 @@ impl Worker {
                     while let Some(frame) = self.input.next_frame() {
                         match frame {
                             Frame::Line(line) => self.handle_line(&line),
-                            Frame::TooLong => {
-                                warn_limited(&format!("a line over {MAX_LINE} bytes dropped"))
-                            }
+                            Frame::TooLong => warn_limited(
+                                &BAD_LINE,
+                                &format!("a line over {MAX_LINE} bytes dropped"),
+                            ),
                         }
                     }
                 }
@@ -308,7 +312,7 @@ impl Worker {
         let event = match protocol::decode_event(line) {
             Ok(e) => e,
             Err(e) => {
-                warn_limited(&format!("{e}"));
+                warn_limited(&BAD_LINE, &format!("{e}"));
                 return;
             }
         };
@@ -317,16 +321,20 @@ impl Worker {
                 self.deadline = None;
             }
             (self.observer)(&event);
+        } else if matches!(event, GuestEvent::Hello { .. }) {
+            warn_limited(&REPEATED_HELLO, "ignoring a hello after the first event");
         } else {
-            warn_limited(&format!("ignoring {event:?} out of order"));
+            warn_limited(&OUT_OF_ORDER, &format!("ignoring {event:?} out of order"));
         }
     }
 }
 
 /// Applies an event to the outcome; false when it is out of order or repeated (ignored).
+/// One hello is accepted, and only before any other event.
 pub fn apply(o: &mut PayloadOutcome, event: &GuestEvent) -> bool {
     match event {
-        GuestEvent::Hello { version } => {
+        GuestEvent::Hello { version } if !o.hello && !o.started && o.error.is_none() => {
+            o.hello = true;
             if *version != PROTOCOL_VERSION {
                 log::warn!(
                     "guest agent speaks lifecycle protocol {version}, host {PROTOCOL_VERSION}"
@@ -354,11 +362,16 @@ pub fn apply(o: &mut PayloadOutcome, event: &GuestEvent) -> bool {
     }
 }
 
-/// Logs a complaint about what the guest sent, rate limited (the guest controls the rate).
-fn warn_limited(what: &str) {
-    static LIMIT: LogLimit = LogLimit::new();
-    if let Some(n) = LIMIT.hit() {
-        log::warn!("lifecycle service: {what} (complaint #{n})");
+/// One limiter per kind of complaint, so a flood of one kind does not hide the others.
+static BAD_LINE: LogLimit = LogLimit::new();
+static OUT_OF_ORDER: LogLimit = LogLimit::new();
+static REPEATED_HELLO: LogLimit = LogLimit::new();
+static SECOND_CONNECTION: LogLimit = LogLimit::new();
+
+/// Logs a complaint about what the guest did, rate limited (the guest controls the rate).
+fn warn_limited(limit: &LogLimit, what: &str) {
+    if let Some(n) = limit.hit() {
+        log::warn!("lifecycle service: {what} (#{n} of its kind)");
     }
 }
 
@@ -450,6 +463,46 @@ mod tests {
         assert_eq!(recv(&rx), GuestEvent::Started);
         drop(g);
         assert!(svc.finish().started);
+    }
+
+    #[test]
+    fn one_hello_is_accepted_and_floods_of_hellos_and_connections_are_ignored() {
+        let dir = TempDir::new("svc-hello");
+        let (svc, _exit, rx) = service(&dir, Duration::from_secs(30));
+        let sock = dir.path().join("v.sock_5000");
+        let mut g = UnixStream::connect(&sock).unwrap();
+        let hello = b"{\"event\":\"hello\",\"version\":1}\n";
+        g.write_all(&hello.repeat(1000)).unwrap();
+        // Refused connections while the first one is served.
+        for _ in 0..200 {
+            let mut extra = UnixStream::connect(&sock).unwrap();
+            extra
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(extra.read(&mut [0u8; 8]).unwrap(), 0, "refused: closed");
+        }
+        g.write_all(b"{\"event\":\"started\"}\n").unwrap();
+        g.write_all(&hello.repeat(10)).unwrap();
+        assert_eq!(recv(&rx), GuestEvent::Hello { version: 1 });
+        assert_eq!(recv(&rx), GuestEvent::Started);
+        drop(g);
+        let o = svc.finish();
+        assert!(o.hello && o.started);
+        assert!(rx.try_recv().is_err(), "no second hello was passed on");
+    }
+
+    #[test]
+    fn a_hello_counts_once_and_only_first() {
+        let hello = GuestEvent::Hello { version: 1 };
+        let mut o = PayloadOutcome::default();
+        assert!(apply(&mut o, &hello));
+        assert!(!apply(&mut o, &hello));
+        let mut late = PayloadOutcome::default();
+        assert!(apply(&mut late, &GuestEvent::Started));
+        assert!(
+            !apply(&mut late, &hello),
+            "a hello after started is ignored"
+        );
     }
 
     #[test]

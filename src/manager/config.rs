@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::config::{validate_mem, validate_vcpus};
+use crate::api::config::{validate_mem, validate_output_limit, validate_vcpus};
 use crate::payload::partition::MAX_PARTITION_SIZE;
 
 use super::ManagerError;
@@ -62,6 +62,10 @@ pub struct VmAppConfig {
     /// micro-vmm: the guest-asset directory (`--app --guest-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_dir: Option<PathBuf>,
+    /// micro-vmm: the most MiB each log file of a run gets (`console.log`, `failure.log`,
+    /// `vmm.log`; `--app --output-limit`) [default: 64].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit_mib: Option<u64>,
 }
 
 fn default_version() -> u32 {
@@ -157,6 +161,7 @@ impl VmAppConfig {
             validate_mem(mib).map_err(|e| format!("memory_mib: {e}"))?;
         }
         validate_vcpus(self.cpus).map_err(|e| format!("cpus: {e}"))?;
+        self.output_limit()?;
         if self.encrypted_storage_bytes > MAX_PARTITION_SIZE {
             return Err(format!(
                 "encrypted_storage_bytes: {} is larger than the 1 TiB allowed",
@@ -186,6 +191,11 @@ impl VmAppConfig {
             }
         }
         Ok(())
+    }
+
+    /// The output limit in bytes (`output_limit_mib`, default 64 MiB).
+    pub fn output_limit(&self) -> Result<u64, String> {
+        validate_output_limit(self.output_limit_mib).map_err(|e| format!("output_limit_mib: {e}"))
     }
 
     /// Checks that the files the config names exist now (create and set-config; an imported
@@ -322,6 +332,10 @@ mod tests {
                 "memory_mib",
             ),
             (r#"{"apk": "/a", "config_path": "c", "cpus": 0}"#, "cpus"),
+            (
+                r#"{"apk": "/a", "config_path": "c", "output_limit_mib": 0}"#,
+                "output_limit_mib",
+            ),
             (r#"{"apk": "/a", "config_path": "c", "cpus": 1000}"#, "cpus"),
             (
                 r#"{"apk": "/a", "config_path": "c", "protected": true}"#,

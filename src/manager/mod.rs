@@ -10,11 +10,13 @@
 //!   a VM directory is atomic.
 //! - [`lock`]: the per-VM run lock (`flock`) that says whether a VM is running.
 //! - [`reason`]: the stop reason of a run, from the control socket or from the exit status.
+//! - [`capture`]: micro-vmm's stderr into `vmm.log`, with a size limit.
 //! - [`control`]: the control-socket client (docs/api.md).
 //! - [`monitor`]: starting a VM and watching it until it stops (`last_stop.json`).
 //! - [`follow`]: following a growing log file.
 //! - [`cli`]: the `vm` subcommands.
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;

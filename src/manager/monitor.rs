@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::payload::config::VmPayloadConfig;
 
+use super::capture;
 use super::config::VmAppConfig;
 use super::control::{self, Client};
 use super::follow::{Follower, POLL};
@@ -109,6 +110,9 @@ pub fn app_args(vm: &VmDir, config: &VmAppConfig, extra_apks: usize) -> Vec<Stri
     }
     if let Some(dir) = &config.guest_dir {
         a.extend(["--guest-dir".into(), dir.display().to_string()]);
+    }
+    if let Some(mib) = config.output_limit_mib {
+        a.extend(["--output-limit".into(), mib.to_string()]);
     }
     a
 }
@@ -255,7 +259,8 @@ fn watch(
         let _ = std::fs::remove_file(vm.file(f));
     }
     let vmm_log = vm.file(home::VMM_LOG);
-    let stderr = File::create(&vmm_log).map_err(ManagerError::io("create", &vmm_log))?;
+    let vmm_log_file = File::create(&vmm_log).map_err(ManagerError::io("create", &vmm_log))?;
+    let output_limit = config.output_limit().map_err(ManagerError::Failed)?;
     let console = vm.file(home::CONSOLE_LOG);
     File::create(&console).map_err(ManagerError::io("create", &console))?;
     let extra_apks = config
@@ -270,7 +275,8 @@ fn watch(
     cmd.args(app_args(vm, config, extra_apks))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr);
+        // Through a pipe, so that vmm.log gets the output limit too (manager::capture).
+        .stderr(Stdio::piped());
     // SAFETY: sigprocmask is async-signal-safe; the VMM starts with the stop signals
     // unblocked, as if started from a shell.
     unsafe {
@@ -290,6 +296,12 @@ fn watch(
         }
     };
     let pid = child.id();
+    let capture = child
+        .stderr
+        .take()
+        .map(|from| capture::spawn("vmm-log", from, vmm_log_file, output_limit))
+        .transpose()
+        .map_err(ManagerError::io("start the capture of", &vmm_log))?;
     let info = RunInfo {
         pid,
         monitor_pid: std::process::id(),
@@ -310,6 +322,19 @@ fn watch(
 
     let status = wait_streaming(&mut child, &signals, vm, stream.as_mut())?;
     exited.store(true, Ordering::Relaxed);
+    // vmm.log is complete once the pipe's last writer is gone (micro-vmm has exited).
+    if let Some(t) = capture {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !t.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if t.is_finished()
+            && let Ok(c) = t.join()
+            && c.dropped > 0
+        {
+            log::warn!("vmm.log: {} bytes over the output limit dropped", c.dropped);
+        }
+    }
     let stopped = subscriber.and_then(|t| {
         // The socket closes with the VMM; do not hang on a server that never answers.
         let deadline = Instant::now() + Duration::from_secs(2);

@@ -152,11 +152,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         Arc::new(move |e| exit.request(VmExit::from(e)))
     };
     let mut outputs = Vec::new();
-    let serial_out = open_output("--serial", &cfg.serial, &mut outputs)?;
+    let serial_out = open_output("--serial", &cfg.serial, cfg.output_limit, &mut outputs)?;
     let log_out = if cfg.log == cfg.serial {
         serial_out.clone()
     } else {
-        open_output("--log", &cfg.log, &mut outputs)?
+        open_output("--log", &cfg.log, cfg.output_limit, &mut outputs)?
     };
     let console_waker = InputWaker::default();
     let console = Arc::new(Mutex::new(serial_device(
@@ -393,6 +393,7 @@ fn load_linux(
 fn open_output(
     flag: &'static str,
     target: &OutputTarget,
+    limit: u64,
     outputs: &mut Vec<OutputSink>,
 ) -> Result<OutputSink, VmmError> {
     let host = |source| VmmError::Host {
@@ -402,7 +403,8 @@ fn open_output(
     let sink = match target {
         OutputTarget::None => return Ok(OutputSink::discard()),
         OutputTarget::Stdout => {
-            OutputSink::spawn("stdout", std::io::stdout(), DEFAULT_CAPACITY).map_err(host)?
+            // A terminal or pipe streams; only files the guest could fill are limited.
+            OutputSink::spawn("stdout", std::io::stdout(), DEFAULT_CAPACITY, None).map_err(host)?
         }
         OutputTarget::File(path) => {
             let f = File::create(path).map_err(|source| VmmError::Output {
@@ -410,7 +412,13 @@ fn open_output(
                 path: path.clone(),
                 source,
             })?;
-            OutputSink::spawn(flag.trim_start_matches('-'), f, DEFAULT_CAPACITY).map_err(host)?
+            OutputSink::spawn(
+                flag.trim_start_matches('-'),
+                f,
+                DEFAULT_CAPACITY,
+                Some(limit),
+            )
+            .map_err(host)?
         }
     };
     outputs.push(sink.clone());

@@ -214,6 +214,12 @@ impl Vmm {
                     out.dropped()
                 );
             }
+            if out.over_limit() > 0 {
+                log::warn!(
+                    "{} output bytes were dropped (--output-limit reached)",
+                    out.over_limit()
+                );
+            }
         }
         why
     }

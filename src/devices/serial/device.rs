@@ -163,7 +163,7 @@ mod tests {
 
     fn device() -> (SerialDevice, OutputSink, EventFd) {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let sink = OutputSink::memory(1024);
+        let sink = OutputSink::memory(1024, None);
         let dev = SerialDevice::new(
             "test",
             irq.try_clone().unwrap(),

@@ -6,13 +6,17 @@
 //! passed on) in every packet; a sender may have at most `buf_alloc - (sent - fwd_cnt)` bytes
 //! in flight. Towards the guest the device never exceeds that; from the guest, a packet that
 //! exceeds the credit the device last advertised is a violation and resets the connection.
+//!
+//! The window the device advertises (`buf_alloc`) is per connection: the muxer grants it from
+//! a budget shared by all connections and only ever grows it, so credit once given is never
+//! taken back and the guest-to-host bytes buffered host-side stay within the budget.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::num::Wrapping;
 use std::time::Instant;
 
-use super::{CONN_BUF_SIZE, CREDIT_UPDATE_THRESHOLD, shutdown};
+use super::{CONN_BUF_SIZE, shutdown};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -122,6 +126,12 @@ impl TxBuf {
     }
 }
 
+/// Forwarded bytes after which the guest is told its new credit without being asked: a
+/// quarter of the window.
+pub fn credit_update_threshold(window: u32) -> u32 {
+    (window / 4).max(1)
+}
+
 #[derive(Debug)]
 pub struct Connection {
     state: State,
@@ -136,8 +146,9 @@ pub struct Connection {
     credit_request_pending: bool,
     /// A CREDIT_REQUEST was sent for the current stall.
     credit_requested: bool,
-    // Guest to host: bytes received, bytes handed to the host socket, and the `fwd_cnt` the
-    // guest last heard.
+    // Guest to host: the window we advertise (`buf_alloc`, never shrinks), bytes received,
+    // bytes handed to the host socket, and the `fwd_cnt` the guest last heard.
+    buf_alloc: u32,
     rx_cnt: Wrapping<u32>,
     fwd_cnt: Wrapping<u32>,
     last_fwd_sent: Wrapping<u32>,
@@ -174,6 +185,7 @@ impl Connection {
             credit_update_pending: false,
             credit_request_pending: false,
             credit_requested: false,
+            buf_alloc: 0,
             rx_cnt: Wrapping(0),
             fwd_cnt: Wrapping(0),
             last_fwd_sent: Wrapping(0),
@@ -252,6 +264,24 @@ impl Connection {
 
     // ---- credit ----
 
+    /// The window advertised to the guest (`buf_alloc`).
+    pub fn window(&self) -> u32 {
+        self.buf_alloc
+    }
+
+    /// How much the window may still grow (up to [`CONN_BUF_SIZE`]).
+    pub fn window_wanted(&self) -> u32 {
+        CONN_BUF_SIZE.saturating_sub(self.buf_alloc)
+    }
+
+    /// Widens the window by `extra` bytes (the muxer took them from its budget). It never
+    /// shrinks: the guest may use any credit it was once given.
+    pub fn grow_window(&mut self, extra: u32) {
+        let extra = extra.min(self.window_wanted());
+        // The guest hears of it with the next packet (every packet carries the window).
+        self.buf_alloc += extra;
+    }
+
     pub fn update_peer_credit(&mut self, buf_alloc: u32, fwd_cnt: u32) {
         self.peer_buf_alloc = buf_alloc;
         self.peer_fwd_cnt = Wrapping(fwd_cnt);
@@ -275,7 +305,7 @@ impl Connection {
     /// The guest sends `len` bytes: false if that exceeds the credit we advertised.
     pub fn accept_guest_data(&mut self, len: u32) -> bool {
         let in_flight = u64::from((self.rx_cnt - self.last_fwd_sent).0) + u64::from(len);
-        if in_flight > u64::from(CONN_BUF_SIZE) {
+        if in_flight > u64::from(self.buf_alloc) {
             return false;
         }
         self.rx_cnt += len;
@@ -287,10 +317,11 @@ impl Connection {
     pub fn forwarded(&mut self, n: u32) {
         self.fwd_cnt += n;
         let unannounced = (self.fwd_cnt - self.last_fwd_sent).0;
-        let seen_free = CONN_BUF_SIZE.saturating_sub((self.rx_cnt - self.last_fwd_sent).0);
-        if unannounced >= CREDIT_UPDATE_THRESHOLD
-            || (unannounced > 0 && seen_free < CREDIT_UPDATE_THRESHOLD)
-        {
+        let seen_free = self
+            .buf_alloc
+            .saturating_sub((self.rx_cnt - self.last_fwd_sent).0);
+        let threshold = credit_update_threshold(self.buf_alloc);
+        if unannounced >= threshold || (unannounced > 0 && seen_free < threshold) {
             self.credit_update_pending = true;
         }
     }
@@ -305,7 +336,7 @@ impl Connection {
     pub fn stamp(&mut self) -> (u32, u32) {
         self.last_fwd_sent = self.fwd_cnt;
         self.credit_update_pending = false;
-        (CONN_BUF_SIZE, self.fwd_cnt.0)
+        (self.buf_alloc, self.fwd_cnt.0)
     }
 
     // ---- host socket readiness ----
@@ -498,6 +529,7 @@ mod tests {
 
     fn established() -> Connection {
         let mut c = Connection::guest_request(52, 1000, 8192, 0);
+        c.grow_window(CONN_BUF_SIZE);
         c.connected();
         assert_eq!(c.next_rx(true), Some(RxKind::Response));
         c.stamp();
@@ -576,8 +608,8 @@ mod tests {
     #[test]
     fn credit_updates_after_a_threshold_or_when_asked() {
         let mut c = established();
-        assert!(c.accept_guest_data(CREDIT_UPDATE_THRESHOLD));
-        c.forwarded(CREDIT_UPDATE_THRESHOLD - 1);
+        assert!(c.accept_guest_data(credit_update_threshold(CONN_BUF_SIZE)));
+        c.forwarded(credit_update_threshold(CONN_BUF_SIZE) - 1);
         assert!(!c.has_rx());
         c.forwarded(1);
         assert_eq!(c.next_rx(true), Some(RxKind::CreditUpdate));
@@ -587,7 +619,7 @@ mod tests {
         assert_eq!(c.next_rx(false), Some(RxKind::CreditUpdate));
         c.stamp();
         // With the window (nearly) full, any progress is announced: the guest may be waiting.
-        assert!(c.accept_guest_data(CONN_BUF_SIZE - CREDIT_UPDATE_THRESHOLD + 1));
+        assert!(c.accept_guest_data(CONN_BUF_SIZE - credit_update_threshold(CONN_BUF_SIZE) + 1));
         c.forwarded(1);
         assert_eq!(c.next_rx(true), Some(RxKind::CreditUpdate));
     }

@@ -33,6 +33,9 @@ use crate::vmm::memory::GuestMemoryMmap;
 
 static BAD_CHAIN: LogLimit = LogLimit::new();
 static BAD_CONFIG: LogLimit = LogLimit::new();
+/// A driver can break its queues, reset the device and break them again.
+static BROKEN_QUEUE: LogLimit = LogLimit::new();
+static KICK_FAILED: LogLimit = LogLimit::new();
 
 /// What exists only between DRIVER_OK and reset.
 struct Active {
@@ -100,8 +103,10 @@ impl Vsock {
 
     /// Wakes the event loop to look at the queues.
     fn kick(&self) {
-        if let Err(e) = self.queue_evts[TXQ].write(1) {
-            log::warn!("vsock: cannot wake the event loop: {e}");
+        if let Err(e) = self.queue_evts[TXQ].write(1)
+            && let Some(n) = KICK_FAILED.hit()
+        {
+            log::warn!("vsock: cannot wake the event loop ({n}x): {e}");
         }
     }
 
@@ -144,7 +149,9 @@ impl Vsock {
     }
 
     fn fail(&mut self, e: virtio_queue::Error) {
-        log::warn!("vsock: queue is broken, device needs a reset: {e}");
+        if let Some(n) = BROKEN_QUEUE.hit() {
+            log::warn!("vsock: queue is broken, device needs a reset ({n}x): {e}");
+        }
         self.broken = true;
         if let Some(a) = &self.active {
             a.interrupt.trigger(INT_CONFIG);

@@ -46,14 +46,19 @@ pub const NUM_QUEUES: usize = 3;
 pub const HOST_CID: u64 = 2;
 /// Largest packet payload, both ways (a larger header `len` is an error).
 pub const MAX_PKT_DATA: u32 = 64 * 1024;
-/// What each connection advertises as `buf_alloc`: guest-to-host bytes it holds at most when
+/// The largest `buf_alloc` a connection advertises: guest-to-host bytes it holds at most when
 /// the host program reads slower than the guest writes.
 pub const CONN_BUF_SIZE: u32 = 256 * 1024;
-/// Forwarded bytes after which the guest is told its new credit without being asked.
-pub const CREDIT_UPDATE_THRESHOLD: u32 = CONN_BUF_SIZE / 4;
 /// Connections of all kinds (handshakes and closing ones included); beyond it new host
 /// connections are accepted and closed and guest requests get RST.
 pub const MAX_CONNECTIONS: usize = 2048;
+/// Guest-to-host bytes all connections together may hold host-side: the sum of the windows
+/// advertised. A connection's window starts at [`MIN_CONN_BUF`] and grows towards
+/// [`CONN_BUF_SIZE`] while this budget lasts; a new connection that cannot get
+/// [`MIN_CONN_BUF`] is refused (RST to the guest, the host socket closed).
+pub const MAX_BUFFERED: u64 = 64 << 20;
+/// The smallest window a connection starts with.
+pub const MIN_CONN_BUF: u32 = 16 * 1024;
 /// RSTs for packets that match no connection, waiting for guest RX buffers; while it is full
 /// the TX queue is not read.
 pub const MAX_PENDING_RST: usize = 256;

@@ -28,7 +28,8 @@ use super::connection::{Connection, State, Step};
 use super::handshake::{Line, LineBuf};
 use super::packet::Header;
 use super::{
-    CONN_TIMEOUT, HOST_PORT_FIRST, MAX_CONNECTIONS, MAX_PENDING_RST, TIMER_TICK, VsockError,
+    CONN_TIMEOUT, HOST_PORT_FIRST, MAX_BUFFERED, MAX_CONNECTIONS, MAX_PENDING_RST, MIN_CONN_BUF,
+    TIMER_TICK, VsockError,
 };
 use crate::log_limit::LogLimit;
 use crate::unix_socket::{
@@ -49,6 +50,8 @@ static BAD_PACKET: LogLimit = LogLimit::new();
 static HOST_CONN: LogLimit = LogLimit::new();
 static LIMITS: LogLimit = LogLimit::new();
 static HOST_IO: LogLimit = LogLimit::new();
+/// epoll and timer failures (a guest opening connections can run the host out of watches).
+static HOST_EPOLL: LogLimit = LogLimit::new();
 
 /// A connection and its host socket.
 struct Slot {
@@ -93,6 +96,13 @@ pub struct Muxer {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     count: usize,
+    /// Most connections, and the budget the connections' windows come from
+    /// ([`MAX_CONNECTIONS`], [`MAX_BUFFERED`]; smaller in tests), and how much of it is given.
+    max_connections: usize,
+    max_buffered: u64,
+    granted: u64,
+    /// Connections holding a window (handshakes hold none).
+    windowed: usize,
     /// (host port, guest port) to slot.
     by_key: HashMap<(u32, u32), usize>,
     host_ports: HashSet<u32>,
@@ -125,6 +135,10 @@ impl Muxer {
             slots: Vec::new(),
             free: Vec::new(),
             count: 0,
+            max_connections: MAX_CONNECTIONS,
+            max_buffered: MAX_BUFFERED,
+            granted: 0,
+            windowed: 0,
             by_key: HashMap::new(),
             host_ports: HashSet::new(),
             last_host_port: HOST_PORT_FIRST - 1,
@@ -145,9 +159,22 @@ impl Muxer {
         self.tick = tick;
     }
 
+    /// Smaller limits for tests.
+    #[cfg(test)]
+    pub fn set_limits(&mut self, max_connections: usize, max_buffered: u64) {
+        self.max_connections = max_connections;
+        self.max_buffered = max_buffered;
+    }
+
     /// Connections of all kinds.
     pub fn connections(&self) -> usize {
         self.count
+    }
+
+    /// The windows given to connections, together (at most the budget).
+    #[cfg(test)]
+    pub fn granted(&self) -> u64 {
+        self.granted
     }
 
     /// Guest bytes waiting for host sockets, over all connections.
@@ -178,6 +205,48 @@ impl Muxer {
         self.rsts.len() >= MAX_PENDING_RST
     }
 
+    // ---- limits ----
+
+    /// Whether one more connection may start: under the connection cap, with at least the
+    /// smallest window left in the budget.
+    fn room_for_one_more(&self) -> Result<(), &'static str> {
+        if self.count >= self.max_connections {
+            Err("the connection limit")
+        } else if self.max_buffered.saturating_sub(self.granted) < u64::from(MIN_CONN_BUF) {
+            Err("the buffer budget")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Gives a connection its window, or widens it towards [`CONN_BUF_SIZE`]: first
+    /// [`MIN_CONN_BUF`] (when [`Muxer::room_for_one_more`] said so), then whatever the budget
+    /// has beyond the [`MIN_CONN_BUF`] kept for each connection that may still come.
+    fn grow_window(&mut self, idx: usize) {
+        let min = u64::from(MIN_CONN_BUF);
+        let left = self.max_buffered.saturating_sub(self.granted);
+        let (max, windowed) = (self.max_connections, self.windowed);
+        let Some(s) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let wanted = u64::from(s.conn.window_wanted());
+        if wanted == 0 {
+            return;
+        }
+        let first = s.conn.window() == 0;
+        let still_to_come = max.saturating_sub(windowed + usize::from(first)) as u64;
+        let base = if first { min.min(left) } else { 0 };
+        let pool = (left - base).saturating_sub(still_to_come * min);
+        let extra = (base + pool).min(wanted) as u32;
+        if extra > 0 {
+            s.conn.grow_window(extra);
+            self.granted += u64::from(extra);
+            if first {
+                self.windowed += 1;
+            }
+        }
+    }
+
     // ---- slots ----
 
     fn slot(&mut self, idx: usize) -> Option<&mut Slot> {
@@ -204,8 +273,9 @@ impl Muxer {
         if let Some(stream) = s.stream.take()
             && s.registered
             && let Err(e) = ops.remove(Events::empty(&stream))
+            && let Some(n) = HOST_EPOLL.hit()
         {
-            log::warn!("vsock: cannot stop watching a host socket: {e:?}");
+            log::warn!("vsock: cannot stop watching a host socket ({n}x): {e:?}");
         }
         s.registered = false;
         s.interest = EventSet::empty();
@@ -226,6 +296,10 @@ impl Muxer {
         }
         if s.queued {
             self.ready.retain(|&i| i != idx);
+        }
+        if s.conn.window() > 0 {
+            self.granted -= u64::from(s.conn.window());
+            self.windowed -= 1;
         }
         self.count -= 1;
         self.free.push(idx);
@@ -269,7 +343,9 @@ impl Muxer {
                 true
             }
             Err(e) => {
-                log::warn!("vsock: cannot watch a host socket: {e:?}");
+                if let Some(n) = HOST_EPOLL.hit() {
+                    log::warn!("vsock: cannot watch a host socket ({n}x): {e:?}");
+                }
                 false
             }
         }
@@ -285,7 +361,11 @@ impl Muxer {
             let data = EV_CONN_BASE + idx as u32;
             match ops.modify(Events::with_data(stream, data, want)) {
                 Ok(()) => s.interest = want,
-                Err(e) => log::warn!("vsock: cannot change a host socket's events: {e:?}"),
+                Err(e) => {
+                    if let Some(n) = HOST_EPOLL.hit() {
+                        log::warn!("vsock: cannot change a host socket's events ({n}x): {e:?}");
+                    }
+                }
             }
         }
     }
@@ -302,7 +382,11 @@ impl Muxer {
         if !self.timer_armed {
             match self.timer.reset(self.tick, Some(self.tick)) {
                 Ok(()) => self.timer_armed = true,
-                Err(e) => log::error!("vsock: cannot arm the timer: {e}"),
+                Err(e) => {
+                    if let Some(n) = HOST_EPOLL.hit() {
+                        log::error!("vsock: cannot arm the timer ({n}x): {e}");
+                    }
+                }
             }
         }
     }
@@ -373,9 +457,12 @@ impl Muxer {
     }
 
     fn host_connected(&mut self, stream: UnixStream, ops: &mut EventOps) {
-        if self.count >= MAX_CONNECTIONS {
+        if self.count >= self.max_connections {
             if let Some(n) = LIMITS.hit() {
-                log::warn!("vsock: {MAX_CONNECTIONS} connections, refusing a host one ({n}x)");
+                log::warn!(
+                    "vsock: {} connections, refusing a host one ({n}x)",
+                    self.max_connections
+                );
             }
             return;
         }
@@ -479,11 +566,20 @@ impl Muxer {
         None
     }
 
-    /// A complete `CONNECT <port>` line: ask the guest.
+    /// A complete `CONNECT <port>` line: ask the guest (if the budget has room for its
+    /// window; the host socket is closed otherwise).
     fn start_host_connect(&mut self, idx: usize, guest_port: u32, ops: &mut EventOps) {
+        // This connection is counted already; only the budget can refuse it here.
+        if self.max_buffered.saturating_sub(self.granted) < u64::from(MIN_CONN_BUF) {
+            if let Some(n) = LIMITS.hit() {
+                log::warn!("vsock: buffer budget used up, refusing a host connection ({n}x)");
+            }
+            return self.free_slot(idx, ops);
+        }
         let Some(host_port) = self.alloc_host_port(guest_port) else {
             return self.free_slot(idx, ops);
         };
+        self.grow_window(idx);
         self.host_ports.insert(host_port);
         self.by_key.insert((host_port, guest_port), idx);
         if let Some(s) = self.slot(idx) {
@@ -606,7 +702,11 @@ impl Muxer {
         if !pending && self.timer_armed {
             match self.timer.clear() {
                 Ok(()) => self.timer_armed = false,
-                Err(e) => log::warn!("vsock: cannot stop the timer: {e}"),
+                Err(e) => {
+                    if let Some(n) = HOST_EPOLL.hit() {
+                        log::warn!("vsock: cannot stop the timer ({n}x): {e}");
+                    }
+                }
             }
         }
     }

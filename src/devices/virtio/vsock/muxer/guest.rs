@@ -10,9 +10,7 @@ use vm_memory::{ReadVolatile, VolatileMemoryError, VolatileSlice, WriteVolatile}
 use super::{BAD_PACKET, HOST_IO, LIMITS, Muxer, Slot};
 use crate::devices::virtio::vsock::connection::{Connection, RxKind, State};
 use crate::devices::virtio::vsock::packet::{HEADER_LEN, Header, is_known_op, op_name};
-use crate::devices::virtio::vsock::{
-    HOST_CID, MAX_CONNECTIONS, MAX_PENDING_RST, MAX_PKT_DATA, TYPE_STREAM, op,
-};
+use crate::devices::virtio::vsock::{HOST_CID, MAX_PENDING_RST, MAX_PKT_DATA, TYPE_STREAM, op};
 
 fn io_kind(e: &VolatileMemoryError) -> Option<io::ErrorKind> {
     match e {
@@ -117,15 +115,16 @@ impl Muxer {
 
     /// A guest REQUEST for host port `hdr.dst_port`.
     fn guest_connect(&mut self, hdr: &Header, ops: &mut EventOps) {
-        if self.count >= MAX_CONNECTIONS {
+        if let Err(limit) = self.room_for_one_more() {
             if let Some(n) = LIMITS.hit() {
-                log::warn!("vsock: {MAX_CONNECTIONS} connections, refusing a guest one ({n}x)");
+                log::warn!("vsock: {limit} reached, refusing a guest connection ({n}x)");
             }
             return self.queue_rst(hdr.rst_reply());
         }
         let conn =
             Connection::guest_request(hdr.dst_port, hdr.src_port, hdr.buf_alloc, hdr.fwd_cnt);
         let idx = self.alloc(Slot::new(None, conn));
+        self.grow_window(idx);
         self.by_key.insert((hdr.dst_port, hdr.src_port), idx);
         self.set_deadline(idx);
         self.try_connect(idx, ops);
@@ -278,6 +277,8 @@ impl Muxer {
                     }
                 }
             }
+            // Every packet carries the window: widen it first while the budget lasts.
+            self.grow_window(idx);
             let s = self.slot(idx)?;
             (hdr.buf_alloc, hdr.fwd_cnt) = s.conn.stamp();
             let len = write_header(pkt, &hdr) + hdr.len;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -572,4 +573,102 @@ fn guest_connect_to_a_full_backlog_is_retried_without_blocking() {
         "{:?}",
         t.elapsed()
     );
+}
+
+/// Guest connections to `<uds>_<hport>`, accepted and held by a thread that never reads.
+fn silent_listener(g: &Guest, hport: u32) -> std::sync::mpsc::Receiver<UnixStream> {
+    let l = UnixListener::bind(format!("{}_{hport}", g.uds.display())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            if tx.send(s.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_flood_of_connections_and_data_stays_within_the_budget() {
+    const MAX_CONN: usize = 16;
+    const BUDGET: u64 = 1 << 20;
+    let mut g = Guest::with(Duration::from_secs(30), RxLayout::Two(4096), true);
+    g.dev.lock().unwrap().muxer.set_limits(MAX_CONN, BUDGET);
+    let hport = 7000;
+    let _held = silent_listener(&g, hport);
+    // 24 requests at once: 16 are served, 8 refused with RST.
+    let chains: Vec<_> = (0..24)
+        .map(|i| Guest::chain(&g.hdr(op::REQUEST, 2000 + i, hport, 0), &[]))
+        .collect();
+    g.send_chains(&chains);
+    let mut windows = HashMap::new();
+    let mut refused = 0;
+    while windows.len() + refused < 24 {
+        let p = g.recv();
+        match p.hdr.op {
+            op::RESPONSE => {
+                windows.insert(p.hdr.dst_port, p.hdr.buf_alloc);
+            }
+            op::RST => refused += 1,
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    assert_eq!((windows.len(), refused), (MAX_CONN, 24 - MAX_CONN));
+    let total: u64 = windows.values().map(|&w| u64::from(w)).sum();
+    assert!(total <= BUDGET, "windows {total} over the budget");
+    assert!(windows.values().all(|&w| w >= MIN_CONN_BUF), "{windows:?}");
+    assert!(windows.values().any(|&w| w == CONN_BUF_SIZE), "{windows:?}");
+    assert_eq!(g.dev.lock().unwrap().muxer.granted(), total);
+    // Every connection sends its whole window; nobody reads on the host.
+    let mut chains = Vec::new();
+    for (&gport, &w) in &windows {
+        let mut left = w as usize;
+        while left > 0 {
+            let n = left.min(MAX_PKT_DATA as usize);
+            chains.push(Guest::chain(&g.hdr(op::RW, gport, hport, n), &vec![7u8; n]));
+            left -= n;
+        }
+    }
+    g.send_chains(&chains);
+    // Nothing was refused or dropped: no RST, every packet taken, memory within the budget.
+    g.quiet(300);
+    assert_eq!(g.connections(), MAX_CONN);
+    let buffered = g.dev.lock().unwrap().muxer.buffered() as u64;
+    assert!(buffered <= BUDGET, "buffered {buffered}");
+    // The windows come back when connections go: a new one gets the full size again.
+    for &gport in windows.keys() {
+        g.send(op::RST, gport, hport, &[]);
+    }
+    let end = Instant::now() + WAIT;
+    while g.connections() != 0 {
+        assert!(Instant::now() < end, "{}", g.connections());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(g.dev.lock().unwrap().muxer.granted(), 0);
+    g.send(op::REQUEST, 3000, hport, &[]);
+    let r = g.expect(op::RESPONSE);
+    assert_eq!(r.hdr.buf_alloc, CONN_BUF_SIZE);
+}
+
+#[test]
+fn host_connections_beyond_the_budget_are_closed() {
+    // A budget for two smallest windows and a connection cap of four: the third host
+    // request is refused before the guest hears of it.
+    let mut g = Guest::with(Duration::from_secs(30), RxLayout::Two(4096), true);
+    g.dev
+        .lock()
+        .unwrap()
+        .muxer
+        .set_limits(4, 2 * u64::from(MIN_CONN_BUF));
+    let (_a, _) = g.host_connect(80);
+    let (_b, _) = g.host_connect(81);
+    let mut c = g.host();
+    writeln!(c, "CONNECT 82").unwrap();
+    assert!(expect_closed(&mut c) < Duration::from_secs(2));
+    g.quiet(100);
+    assert_eq!(g.connections(), 2);
+    // Guest requests too.
+    g.send(op::REQUEST, 5000, 5001, &[]);
+    g.expect(op::RST);
 }
