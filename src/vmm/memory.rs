@@ -1,4 +1,5 @@
-//! Guest memory: anonymous mappings (vm-memory) registered with KVM as memory slots.
+//! Guest memory: anonymous mappings (vm-memory) registered with KVM as memory slots, and the
+//! view of it that devices get (without the firmware ROM).
 
 use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
@@ -45,4 +46,57 @@ pub fn register(
         unsafe { vm.set_user_memory_region(r) }.map_err(VmmError::RegisterMemory)?;
     }
     Ok(())
+}
+
+/// The guest memory devices may reach (DMA): every region except those starting at or above
+/// `readonly_from` (the firmware ROM, read-only to the guest through KVM but writable through
+/// the host mapping, so it must not be reachable by a descriptor). The regions are shared with
+/// `mem`, not copied.
+pub fn device_view(
+    mem: &GuestMemoryMmap,
+    readonly_from: Option<u64>,
+) -> Result<GuestMemoryMmap, VmmError> {
+    let Some(rom) = readonly_from else {
+        return Ok(mem.clone());
+    };
+    let mut view = mem.clone();
+    let roms: Vec<(GuestAddress, u64)> = mem
+        .iter()
+        .filter(|r| r.start_addr().raw_value() >= rom)
+        .map(|r| (r.start_addr(), r.len()))
+        .collect();
+    for (start, len) in roms {
+        view = view
+            .remove_region(start, len)
+            .map_err(|e| VmmError::Memory(format!("device view without {start:#x?}: {e}")))?
+            .0;
+    }
+    Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn the_device_view_leaves_out_the_rom_and_shares_the_ram() {
+        let rom = 0xffff_0000;
+        let mem = create(&[(rom, 0x1_0000), (0, 1 << 20)]).unwrap();
+        mem.write_slice(&[0x90; 16], GuestAddress(rom)).unwrap();
+        let view = device_view(&mem, Some(rom)).unwrap();
+        assert_eq!(view.num_regions(), 1);
+        assert!(view.write_slice(&[0; 16], GuestAddress(rom)).is_err());
+        assert!(view.find_region(GuestAddress(rom + 0xfff0)).is_none());
+        let mut b = [0u8; 16];
+        mem.read_slice(&mut b, GuestAddress(rom)).unwrap();
+        assert_eq!(b, [0x90; 16]);
+        // RAM is the same mapping: what a device writes, the guest sees.
+        view.write_slice(&[7; 4], GuestAddress(0x1000)).unwrap();
+        let mut r = [0u8; 4];
+        mem.read_slice(&mut r, GuestAddress(0x1000)).unwrap();
+        assert_eq!(r, [7; 4]);
+        // Without firmware the view is all of memory.
+        assert_eq!(device_view(&mem, None).unwrap().num_regions(), 2);
+    }
 }
