@@ -5,6 +5,7 @@
 //! in its own folder (`block/`) with its protocol, its device logic and its event-loop glue.
 
 pub mod block;
+pub mod descriptors;
 pub mod interrupt;
 pub mod mmio;
 pub mod vsock;

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod event_handler;
+pub mod pass;
 pub mod request;
 
 pub use device::Block;
@@ -11,10 +12,16 @@ pub use device::Block;
 pub const SECTOR_SIZE: u64 = 512;
 /// The one request queue's size.
 pub const QUEUE_SIZE: u16 = 256;
-/// Largest data segment the driver may use (VIRTIO_BLK_F_SIZE_MAX).
-pub const SIZE_MAX: u32 = 1 << 20;
-/// Most data segments per request (VIRTIO_BLK_F_SEG_MAX): the queue minus header and status.
-pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Largest data segment the driver may use (VIRTIO_BLK_F_SIZE_MAX). Enforced: a request with
+/// a larger one fails with IOERR.
+pub const SIZE_MAX: u32 = 256 << 10;
+/// Most data segments per request (VIRTIO_BLK_F_SEG_MAX). Enforced; less than the queue
+/// holds, so that together with SIZE_MAX it bounds a request (Linux splits its requests to
+/// fit both).
+pub const SEG_MAX: u32 = 128;
+/// Most data bytes in one request: what SEG_MAX segments of SIZE_MAX allow. A request over it
+/// (possible only when the header or status shares a descriptor with data) fails with IOERR.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 
 /// Feature bits (virtio 1.2 §5.2.3).
 pub mod features {

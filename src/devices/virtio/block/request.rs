@@ -2,7 +2,8 @@
 //! buffers, then data (readable for writes, writable for reads), then a one-byte status in
 //! the last device-writable byte. Nothing here trusts the driver.
 
-use super::SECTOR_SIZE;
+use super::{MAX_REQUEST_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
+use crate::devices::virtio::descriptors::{ChainError, Segment, Stream};
 
 /// Request types (virtio 1.2 §5.2.6).
 pub const VIRTIO_BLK_T_IN: u32 = 0;
@@ -45,6 +46,63 @@ pub enum RequestError {
     },
     #[error("write to a read-only disk")]
     ReadOnly,
+    #[error("{0} data segments, at most {SEG_MAX} allowed")]
+    TooManySegments(usize),
+    #[error("a {0}-byte data segment, at most {SIZE_MAX} allowed")]
+    SegmentTooLarge(u64),
+    #[error("bad descriptor chain: {0}")]
+    Chain(#[from] ChainError),
+    #[error("a write or flush after a failed flush (the disk lost data)")]
+    AfterFlushError,
+}
+
+/// Where a request's parts are in its chain: the header is the first 16 readable bytes, the
+/// status the last writable byte, everything else is data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub readable: u64,
+    /// Writable bytes before the status byte.
+    pub data_writable: u64,
+}
+
+impl Layout {
+    /// Checks the chain's shape and bounds (before anything touches the disk): a status byte,
+    /// a whole header, at most SEG_MAX data segments of at most SIZE_MAX bytes each (so at
+    /// most MAX_REQUEST_BYTES of data). A descriptor shared by the header or the status and
+    /// data counts as a data segment with its data bytes.
+    pub fn check(segs: &[Segment]) -> Result<Layout, RequestError> {
+        let (r, w) = (Stream::readable(segs), Stream::writable(segs));
+        let readable = r.bytes();
+        let writable = w.bytes();
+        if writable == 0 {
+            return Err(RequestError::NoStatus);
+        }
+        let header = HEADER_LEN as u64;
+        if readable < header {
+            return Err(RequestError::ShortHeader(readable as usize));
+        }
+        let data_writable = writable - 1;
+        let data = r
+            .overlaps(header, readable)
+            .chain(w.overlaps(0, data_writable))
+            .filter(|&n| n > 0);
+        let (mut count, mut largest) = (0usize, 0u64);
+        for n in data {
+            count += 1;
+            largest = largest.max(n);
+        }
+        if count > SEG_MAX as usize {
+            return Err(RequestError::TooManySegments(count));
+        }
+        if largest > u64::from(SIZE_MAX) {
+            return Err(RequestError::SegmentTooLarge(largest));
+        }
+        debug_assert!((readable - header) + data_writable <= MAX_REQUEST_BYTES);
+        Ok(Layout {
+            readable,
+            data_writable,
+        })
+    }
 }
 
 impl Header {
@@ -93,6 +151,89 @@ pub fn check_range(sector: u64, len: u64, capacity: u64) -> Result<u64, RequestE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestAddress;
+
+    fn seg(len: u32, writable: bool) -> Segment {
+        Segment {
+            addr: GuestAddress(0x1000),
+            len,
+            writable,
+        }
+    }
+
+    /// Header, `n` data segments of `len` bytes, status.
+    fn chain(n: usize, len: u32, writable: bool) -> Vec<Segment> {
+        let mut v = vec![seg(16, false)];
+        v.extend(std::iter::repeat_n(seg(len, writable), n));
+        v.push(seg(1, true));
+        v
+    }
+
+    #[test]
+    fn layout_bounds() {
+        let max = SEG_MAX as usize;
+        assert_eq!(
+            Layout::check(&chain(max, SIZE_MAX, true)),
+            Ok(Layout {
+                readable: 16,
+                data_writable: MAX_REQUEST_BYTES
+            })
+        );
+        assert!(Layout::check(&chain(max, SIZE_MAX, false)).is_ok());
+        assert_eq!(
+            Layout::check(&chain(max + 1, 512, true)),
+            Err(RequestError::TooManySegments(max + 1))
+        );
+        assert_eq!(
+            Layout::check(&chain(1, SIZE_MAX + 512, false)),
+            Err(RequestError::SegmentTooLarge(u64::from(SIZE_MAX) + 512))
+        );
+        assert_eq!(
+            Layout::check(&chain(1, 1 << 30, true)),
+            Err(RequestError::SegmentTooLarge(1 << 30))
+        );
+        // Zero-length descriptors carry no data and do not count.
+        assert!(Layout::check(&chain(max + 50, 0, true)).is_ok());
+        // One data byte more than MAX_REQUEST_BYTES, wherever it is, is refused; header and
+        // status sharing descriptors with data count as data segments.
+        let mut v = chain(max, SIZE_MAX, true);
+        v.last_mut().unwrap().len = 2;
+        assert_eq!(
+            Layout::check(&v),
+            Err(RequestError::TooManySegments(max + 1))
+        );
+        let mut v = vec![seg(16 + 512, false)];
+        v.extend(std::iter::repeat_n(seg(SIZE_MAX, false), max - 1));
+        v.push(seg(SIZE_MAX, false));
+        v.push(seg(1, true));
+        assert_eq!(
+            Layout::check(&v),
+            Err(RequestError::TooManySegments(max + 1))
+        );
+        let mut v = vec![seg(16 + SIZE_MAX, false)];
+        v.extend(std::iter::repeat_n(seg(SIZE_MAX, false), max - 1));
+        v.push(seg(512 + 1, true));
+        assert_eq!(
+            Layout::check(&v),
+            Err(RequestError::TooManySegments(max + 1))
+        );
+        let mut v = vec![seg(16 + SIZE_MAX, false)];
+        v.extend(std::iter::repeat_n(seg(SIZE_MAX, false), max - 2));
+        v.push(seg(SIZE_MAX + 1, true));
+        assert_eq!(
+            Layout::check(&v).map(|l| l.data_writable),
+            Ok(u64::from(SIZE_MAX))
+        );
+        // No status byte, a short header.
+        assert_eq!(
+            Layout::check(&[seg(16, false)]),
+            Err(RequestError::NoStatus)
+        );
+        assert_eq!(
+            Layout::check(&[seg(8, false), seg(1, true)]),
+            Err(RequestError::ShortHeader(8))
+        );
+    }
 
     fn hdr(t: u32, sector: u64) -> Vec<u8> {
         let mut v = t.to_le_bytes().to_vec();
