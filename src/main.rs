@@ -12,15 +12,28 @@ use micro_vmm::app::AppConfig;
 use micro_vmm::app::payload_disk::{self as app_payload, PayloadInputs};
 use micro_vmm::app::service::PayloadOutcome;
 use micro_vmm::disk;
+use micro_vmm::log_limit::{GUEST_TRIGGERED_TARGETS, LimitedTargets};
 use micro_vmm::payload::idsig;
 use micro_vmm::payload::partition::{self, PartitionType};
 use micro_vmm::vmm::builder;
 use micro_vmm::vmm::exit::code;
 
+/// env_logger (RUST_LOG, default `warn`), with other crates' guest-triggerable messages
+/// (virtio-queue's) rate limited.
+fn init_logger() {
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format_target(false)
+            .build();
+    let max = logger.filter();
+    let limited = LimitedTargets::new(logger, GUEST_TRIGGERED_TARGETS);
+    if log::set_logger(Box::leak(Box::new(limited))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
-        .init();
+    init_logger();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -69,6 +69,9 @@ pub fn slot(index: usize) -> MmioDeviceInfo {
 pub const FIRST_IRQ: u32 = 5;
 
 static BAD_ACCESS: LogLimit = LogLimit::new();
+static STATUS_CLEARED: LogLimit = LogLimit::new();
+static ACTIVATE_FAILED: LogLimit = LogLimit::new();
+static NOTIFY_FAILED: LogLimit = LogLimit::new();
 
 /// A queue's registers as the driver wrote them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -211,7 +214,7 @@ impl MmioTransport {
         let old = self.status;
         // Bits can only be added (virtio 1.2 §2.1.2), except by a reset.
         if value & old != old {
-            if let Some(n) = BAD_ACCESS.hit() {
+            if let Some(n) = STATUS_CLEARED.hit() {
                 log::warn!("virtio-mmio: driver cleared status bits {old:#x} -> {value:#x} ({n}x)");
             }
             return;
@@ -238,7 +241,10 @@ impl MmioTransport {
                 }) {
                     Ok(()) => self.activated = true,
                     Err(e) => {
-                        log::warn!("virtio-mmio: cannot activate device: {e}");
+                        // A driver can reset and retry this as often as it likes.
+                        if let Some(n) = ACTIVATE_FAILED.hit() {
+                            log::warn!("virtio-mmio: cannot activate device ({n}x): {e}");
+                        }
                         new |= status::DEVICE_NEEDS_RESET;
                         self.status = new;
                         self.interrupt.trigger(INT_CONFIG);
@@ -347,10 +353,13 @@ impl MmioTransport {
             reg::QUEUE_NOTIFY => {
                 // Normally caught by the ioeventfd in KVM; a value it does not match (or a
                 // kernel without ioeventfd) lands here.
+                // A full counter (EAGAIN) is still a pending notification.
                 if let Some(evt) = self.device().queue_events().get(v as usize)
                     && let Err(e) = evt.write(1)
+                    && e.kind() != std::io::ErrorKind::WouldBlock
+                    && let Some(n) = NOTIFY_FAILED.hit()
                 {
-                    log::warn!("virtio-mmio: queue notify failed: {e}");
+                    log::warn!("virtio-mmio: queue notify failed ({n}x): {e}");
                 }
             }
             reg::INTERRUPT_ACK => self.interrupt.ack(v),
