@@ -448,7 +448,7 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::EventFd;
 
@@ -457,6 +457,7 @@ mod tests {
         activations: Arc<AtomicUsize>,
         resets: Arc<AtomicUsize>,
         queues_seen: usize,
+        needs_reset: Arc<AtomicBool>,
     }
 
     impl VirtioDevice for Dummy {
@@ -483,21 +484,43 @@ mod tests {
         }
         fn reset(&mut self) {
             self.resets.fetch_add(1, Ordering::SeqCst);
+            self.needs_reset.store(false, Ordering::SeqCst);
+        }
+        fn needs_reset(&self) -> bool {
+            self.needs_reset.load(Ordering::SeqCst)
         }
     }
 
     fn transport() -> (MmioTransport, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (t, activations, resets, _) = transport_with_flag();
+        (t, activations, resets)
+    }
+
+    /// Also returns the device's needs-reset flag.
+    fn transport_with_flag() -> (
+        MmioTransport,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+        Arc<AtomicBool>,
+    ) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let activations = Arc::new(AtomicUsize::new(0));
         let resets = Arc::new(AtomicUsize::new(0));
+        let needs_reset = Arc::new(AtomicBool::new(false));
         let dev = Arc::new(Mutex::new(Dummy {
             evts: vec![EventFd::new(libc::EFD_NONBLOCK).unwrap()],
             activations: activations.clone(),
             resets: resets.clone(),
             queues_seen: 0,
+            needs_reset: needs_reset.clone(),
         }));
         let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
-        (MmioTransport::new(dev, mem, irq), activations, resets)
+        (
+            MmioTransport::new(dev, mem, irq),
+            activations,
+            resets,
+            needs_reset,
+        )
     }
 
     fn r(t: &mut MmioTransport, off: u64) -> u32 {
@@ -568,6 +591,20 @@ mod tests {
         assert_eq!(resets.load(Ordering::SeqCst), 1);
         assert_eq!(r(&mut t, reg::STATUS), 0);
         assert!(!t.queues[0].ready);
+    }
+
+    #[test]
+    fn a_device_that_needs_a_reset_shows_it_until_the_driver_resets() {
+        let (mut t, _, _, flag) = transport_with_flag();
+        negotiate(&mut t, 1);
+        setup_queue(&mut t);
+        w(&mut t, reg::STATUS, ALL_OK);
+        assert_eq!(r(&mut t, reg::STATUS), ALL_OK);
+        flag.store(true, Ordering::SeqCst); // e.g. a failed flush
+        assert_eq!(r(&mut t, reg::STATUS), ALL_OK | status::DEVICE_NEEDS_RESET);
+        w(&mut t, reg::STATUS, 0);
+        assert_eq!(r(&mut t, reg::STATUS), 0);
+        assert!(!flag.load(Ordering::SeqCst));
     }
 
     #[test]
