@@ -260,7 +260,8 @@ impl Server {
                 if e == RequestError::NoStatus {
                     return Served { used: 0, bytes: 0 };
                 }
-                let at = writer.bytes() - 1;
+                // Not NoStatus, so there is at least one writable byte.
+                let at = writer.bytes().saturating_sub(1);
                 return finish(mem, writer, at, status::IOERR, 0, 0);
             }
         };
