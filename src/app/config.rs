@@ -44,6 +44,8 @@ pub struct AppConfig {
     pub hangup_timeout: Duration,
     /// The control socket's path (`--socket`).
     pub socket: Option<PathBuf>,
+    /// `--sandbox`, `--uid`, `--gid`.
+    pub sandbox: crate::api::cli::SandboxArgs,
 }
 
 impl TryFrom<AppArgs> for AppConfig {
@@ -115,6 +117,7 @@ impl TryFrom<AppArgs> for AppConfig {
             guest_dir: a.guest_dir,
             hangup_timeout,
             socket: a.socket,
+            sandbox: a.sandbox,
         })
     }
 }
