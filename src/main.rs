@@ -85,7 +85,11 @@ fn run(mut args: RunArgs) -> i32 {
         let policy = sandbox_policy::for_vm(&config, socket_path.as_deref(), sandbox.credentials());
         if let Err(e) = micro_vmm::sandbox::prepare(&policy) {
             eprintln!("micro-vmm: cannot set up the sandbox: {e}");
-            return code::ERROR;
+            return if e.is_invalid_argument() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            };
         }
     }
     let vmm = match builder::build(&config) {

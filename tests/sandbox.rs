@@ -364,13 +364,41 @@ fn landlock_refuses_a_file_the_configuration_does_not_name() {
 }
 
 #[test]
-fn uid_without_gid_is_an_argument_error() {
-    let dir = Dir::new("uid");
+fn bad_sandbox_flags_are_argument_errors() {
+    let dir = Dir::new("flags");
+    for bad in [
+        &["--uid", "1000"][..],
+        &["--gid", "1000"],
+        &["--sandbox", "maybe"],
+        &["--uid", "-1", "--gid", "0"],
+    ] {
+        let o = wait(
+            run_command(&dir, "exit=halt", bad).spawn().unwrap(),
+            common::TIMEOUT,
+        );
+        assert_eq!(o.code, Some(35), "{bad:?}: {o:?}");
+    }
+    // --app refuses them the same way, before any VM.
     let o = wait(
-        run_command(&dir, "exit=halt", &["--uid", "1000"])
+        app_command(&dir, "exit=halt", &["--sandbox", "maybe"])
             .spawn()
             .unwrap(),
         common::TIMEOUT,
     );
     assert_eq!(o.code, Some(35), "{o:?}");
+}
+
+#[test]
+fn an_unopenable_app_log_is_an_argument_error() {
+    let dir = Dir::new("applog");
+    let o = wait(
+        app_command(&dir, "exit=halt", &["--log", "file:/nonexistent/dir/log"])
+            .spawn()
+            .unwrap(),
+        common::TIMEOUT,
+    );
+    assert_eq!(o.code, Some(35), "{o:?}");
+    assert!(o.stderr.contains("cannot open --log output"), "{o:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "work directory left behind: {left:?}");
 }

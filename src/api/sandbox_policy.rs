@@ -50,11 +50,11 @@ pub fn for_vm(cfg: &VmConfig, socket: Option<&Path>, credentials: Option<Credent
             }
         }
     }
-    for out in [&cfg.serial, &cfg.log] {
+    for (flag, out) in [("--serial", &cfg.serial), ("--log", &cfg.log)] {
         if let OutputTarget::File(path) = out
-            && !p.outputs.contains(path)
+            && !p.outputs.iter().any(|(_, o)| o == path)
         {
-            p.outputs.push(path.clone());
+            p.outputs.push((flag, path.clone()));
         }
     }
     let sockets = cfg.vsock.as_ref().map(|v| v.uds.as_path()).into_iter();
@@ -123,7 +123,7 @@ mod tests {
         };
         assert_eq!(paths(&p.read_only), ["/k", "/i", "/ro", "/pb"]);
         assert_eq!(paths(&p.read_write), ["/pa"]);
-        assert_eq!(paths(&p.outputs), ["/out"]);
+        assert_eq!(p.outputs, [("--serial", PathBuf::from("/out"))]);
         assert_eq!(paths(&p.socket_dirs), [".", "/run/x"]);
         assert!(p.dirs.is_empty());
     }

@@ -61,7 +61,11 @@ pub fn run(cfg: &AppConfig) -> i32 {
         && let Err(e) = prepare_sandbox(cfg, &work, &prepared)
     {
         eprintln!("micro-vmm: cannot set up the sandbox: {e}");
-        return code::ERROR;
+        return if e.is_invalid_argument() {
+            code::INVALID_ARGS
+        } else {
+            code::ERROR
+        };
     }
     let result = run_vm(cfg, &work, prepared, socket, t0);
     timing(t0, "VM exited");
@@ -193,7 +197,7 @@ fn prepare_sandbox(
         policy.dir_parents.push(parent.to_path_buf());
     }
     if let OutputTarget::File(log) = &cfg.log {
-        policy.outputs.push(log.clone());
+        policy.outputs.push(("--log", log.clone()));
     }
     crate::sandbox::prepare(&policy)
 }

@@ -39,8 +39,9 @@ pub enum SandboxError {
     Path { path: PathBuf, reason: String },
     #[error("cannot install the SIGSYS handler: {0}")]
     Handler(std::io::Error),
-    #[error("cannot create the output file {path:?}: {source}")]
+    #[error("cannot open {flag} output {path:?}: {source}")]
     Output {
+        flag: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -58,6 +59,16 @@ pub enum SandboxError {
     },
     #[error("the sandbox is already prepared")]
     AlreadyPrepared,
+}
+
+impl SandboxError {
+    /// Errors caused by a path the user passed (exit 35), as opposed to host failures.
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Output { .. } | SandboxError::Path { .. }
+        )
+    }
 }
 
 /// The kinds of VMM threads; each has its own seccomp allowlist.
@@ -128,8 +139,9 @@ pub struct Policy {
     pub read_only: Vec<PathBuf>,
     /// Files to read and write (writable disks, output files).
     pub read_write: Vec<PathBuf>,
-    /// Output files, created empty here when missing so that a rule can name them.
-    pub outputs: Vec<PathBuf>,
+    /// Output files (with the flag that named them), created empty here when missing so
+    /// that a rule can name them.
+    pub outputs: Vec<(&'static str, PathBuf)>,
     /// Directories with full access beneath (`--app`'s private work directory).
     pub dirs: Vec<PathBuf>,
     /// Directories holding the VMM's socket files (removed at the end).
@@ -163,13 +175,14 @@ pub fn prepare(policy: &Policy) -> Result<(), SandboxError> {
         .iter()
         .map(|&k| seccomp::compile(k, kick))
         .collect::<Result<Vec<_>, _>>()?;
-    for p in &policy.outputs {
+    for (flag, p) in &policy.outputs {
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(p)
             .map_err(|source| SandboxError::Output {
+                flag,
                 path: p.clone(),
                 source,
             })?;
@@ -180,7 +193,9 @@ pub fn prepare(policy: &Policy) -> Result<(), SandboxError> {
         }
     }
     let mut policy = policy.clone();
-    policy.read_write.extend(policy.outputs.iter().cloned());
+    policy
+        .read_write
+        .extend(policy.outputs.iter().map(|(_, p)| p.clone()));
     let ruleset = landlock::ruleset(&policy)?;
     if ruleset.is_none() {
         log::warn!(
