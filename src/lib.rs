@@ -18,5 +18,6 @@ pub mod log_limit;
 pub mod manager;
 pub mod payload;
 pub mod poll;
+pub mod sandbox;
 pub mod unix_socket;
 pub mod vmm;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use micro_vmm::api::cli::{self, AppArgs, Command, DiskCommand, RunArgs};
 use micro_vmm::api::control::{self, ControlServer, EventHub, VmHandle, VmInfo};
-use micro_vmm::api::{DiskConfig, VmConfig};
+use micro_vmm::api::{DiskConfig, VmConfig, sandbox_policy};
 use micro_vmm::app::AppConfig;
 use micro_vmm::app::payload_disk::{self as app_payload, PayloadInputs};
 use micro_vmm::app::service::PayloadOutcome;
@@ -82,6 +82,7 @@ fn main() -> ExitCode {
 
 fn run(mut args: RunArgs) -> i32 {
     let socket_path = args.socket.take();
+    let sandbox = args.sandbox.clone();
     let config = match VmConfig::try_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -93,6 +94,17 @@ fn run(mut args: RunArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if sandbox.enabled() {
+        let policy = sandbox_policy::for_vm(&config, socket_path.as_deref(), sandbox.credentials());
+        if let Err(e) = micro_vmm::sandbox::prepare(&policy) {
+            eprintln!("micro-vmm: cannot set up the sandbox: {e}");
+            return if e.is_invalid_argument() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            };
+        }
+    }
     let vmm = match builder::build(&config) {
         Ok(v) => v,
         Err(e) => {

@@ -96,6 +96,38 @@ pub struct AppArgs {
     /// port's capture) gets; then one line says so and the rest is dropped [default: 64].
     #[arg(long, value_name = "MIB", requires = "app")]
     pub output_limit: Option<u64>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// The sandbox (docs/security.md), on `run` and `--app`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SandboxArgs {
+    /// Seccomp filters per thread and landlock: on, or off to debug.
+    #[arg(long = "sandbox", value_name = "on|off", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub sandbox: String,
+    /// Run as this uid once /dev/kvm and the files are open (with --gid).
+    #[arg(long, value_name = "UID", requires = "gid")]
+    pub uid: Option<u32>,
+    /// Run as this gid once /dev/kvm and the files are open (with --uid).
+    #[arg(long, value_name = "GID", requires = "uid")]
+    pub gid: Option<u32>,
+}
+
+impl SandboxArgs {
+    /// The sandbox is on (the default).
+    pub fn enabled(&self) -> bool {
+        self.sandbox != "off"
+    }
+
+    /// The user to drop to, if any.
+    pub fn credentials(&self) -> Option<crate::sandbox::Credentials> {
+        match (self.uid, self.gid) {
+            (Some(uid), Some(gid)) => Some(crate::sandbox::Credentials { uid, gid }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +258,8 @@ pub struct RunArgs {
     /// Serve the control socket (docs/api.md) at this path while the VM runs.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
     /// --disk and --rwdisk in command-line order (filled from the parsed matches).
     #[arg(skip)]
     pub ordered_disks: Vec<DiskConfig>,

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod sandbox_policy;
 pub mod vmconfig;
 
 pub use config::{

@@ -46,6 +46,8 @@ pub struct AppConfig {
     pub socket: Option<PathBuf>,
     /// Most bytes each output file gets (`--output-limit`).
     pub output_limit: u64,
+    /// `--sandbox`, `--uid`, `--gid`.
+    pub sandbox: crate::api::cli::SandboxArgs,
 }
 
 impl TryFrom<AppArgs> for AppConfig {
@@ -119,6 +121,7 @@ impl TryFrom<AppArgs> for AppConfig {
             socket: a.socket,
             output_limit: validate_output_limit(a.output_limit)
                 .map_err(|e| bad("--output-limit", e.to_string()))?,
+            sandbox: a.sandbox,
         })
     }
 }

@@ -57,6 +57,16 @@ pub fn run(cfg: &AppConfig) -> i32 {
         Err(e) => return report_start_failure(&e),
     };
     timing(t0, "payload disk built");
+    if cfg.sandbox.enabled()
+        && let Err(e) = prepare_sandbox(cfg, &work, &prepared)
+    {
+        eprintln!("micro-vmm: cannot set up the sandbox: {e}");
+        return if e.is_invalid_argument() {
+            code::INVALID_ARGS
+        } else {
+            code::ERROR
+        };
+    }
     let result = run_vm(cfg, &work, prepared, socket, t0);
     timing(t0, "VM exited");
     eprintln!("micro-vmm: VM stopped: {}", result.reason.name());
@@ -171,6 +181,26 @@ fn prepare(cfg: &AppConfig, work: &WorkDir) -> Result<Prepared, AppError> {
         output_limit: cfg.output_limit,
     };
     Ok(Prepared { vm, ttys1 })
+}
+
+/// The sandbox of an app run: what the VM's configuration names, plus the private work
+/// directory (the lifecycle socket, the log port's capture, removed at the end) and `--log`.
+fn prepare_sandbox(
+    cfg: &AppConfig,
+    work: &WorkDir,
+    p: &Prepared,
+) -> Result<(), crate::sandbox::SandboxError> {
+    let mut policy =
+        crate::api::sandbox_policy::for_vm(&p.vm, cfg.socket.as_deref(), cfg.sandbox.credentials());
+    policy.dirs.push(work.path().to_path_buf());
+    policy.chown.push(work.path().to_path_buf());
+    if let Some(parent) = work.path().parent() {
+        policy.dir_parents.push(parent.to_path_buf());
+    }
+    if let OutputTarget::File(log) = &cfg.log {
+        policy.outputs.push(("--log", log.clone()));
+    }
+    crate::sandbox::prepare(&policy)
 }
 
 /// The OS's kernel command line; for a debuggable VM without `quiet` and with the agent's

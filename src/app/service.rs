@@ -120,7 +120,10 @@ impl LifecycleService {
         };
         let thread = std::thread::Builder::new()
             .name("lifecycle".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::ThreadKind::Lifecycle);
+                worker.run()
+            })?;
         Ok(LifecycleService {
             shared,
             stop,

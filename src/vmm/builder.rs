@@ -59,7 +59,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
         source,
     })?;
 
-    raise_fd_limit();
+    raise_fd_limit(fds_needed(cfg));
 
     // 1. KVM and the VM.
     let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
@@ -294,17 +294,44 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm, VmmError> {
     })
 }
 
-/// Raises the soft open-file limit to the hard one: every vsock connection holds a host
-/// socket, and a few thousand of them exceed the usual soft limit of 1024.
-fn raise_fd_limit() {
+/// Descriptors the VMM itself needs besides the devices: KVM, vCPUs, eventfds, outputs, the
+/// control socket's clients (at most 128, each possibly holding a passed vsock fd), the
+/// lifecycle connection.
+const BASE_FDS: u64 = 512;
+
+/// How many descriptors `cfg` can need at most: the base, every disk file, and for vsock
+/// one host socket per connection plus the pending-reset queue.
+fn fds_needed(cfg: &VmConfig) -> u64 {
+    use crate::api::DiskConfig;
+    use crate::devices::virtio::vsock::{MAX_CONNECTIONS, MAX_PENDING_RST};
+    let disk_files: usize = cfg
+        .disks
+        .iter()
+        .map(|d| match d {
+            DiskConfig::Image { .. } => 1,
+            DiskConfig::Composite { partitions, .. } => partitions.len(),
+        })
+        .sum();
+    let vsock = if cfg.vsock.is_some() {
+        MAX_CONNECTIONS + MAX_PENDING_RST
+    } else {
+        0
+    };
+    BASE_FDS + (disk_files + vsock) as u64
+}
+
+/// Raises the soft open-file limit to `need` (never past the hard limit, never lowering
+/// it): every vsock connection holds a host socket, and 2048 of them exceed the usual soft
+/// limit of 1024. A composite descriptor's component files count as one disk here; the base
+/// leaves room for them.
+fn raise_fd_limit(need: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into `lim`, a valid rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
-    {
-        lim.rlim_cur = lim.rlim_max;
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < need {
+        lim.rlim_cur = need.min(lim.rlim_max);
         // SAFETY: setrlimit reads a valid rlimit; raising the soft limit up to the hard one
         // needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
@@ -480,6 +507,32 @@ fn serial_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_limit_follows_the_devices() {
+        let mut cfg = VmConfig {
+            boot: BootSource::Firmware {
+                image: "/fw".into(),
+            },
+            mem_mib: 64,
+            vcpus: 1,
+            serial: OutputTarget::None,
+            log: OutputTarget::None,
+            console_in: crate::api::InputSource::None,
+            disks: vec![crate::api::DiskConfig::Image {
+                path: "/d".into(),
+                writable: false,
+            }],
+            mmio_cmdline: false,
+            vsock: None,
+        };
+        assert_eq!(fds_needed(&cfg), BASE_FDS + 1);
+        cfg.vsock = Some(crate::api::VsockConfig {
+            cid: 3,
+            uds: "/v".into(),
+        });
+        assert_eq!(fds_needed(&cfg), BASE_FDS + 1 + 2048 + 256);
+    }
 
     #[test]
     fn mmio_devices_on_the_command_line() {

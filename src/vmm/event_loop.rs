@@ -54,6 +54,7 @@ impl EventLoop {
             .name("devices".into())
             .stack_size(256 << 10)
             .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::ThreadKind::Devices);
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = mgr.run() {
                         log::error!("device event loop failed: {e:?}");

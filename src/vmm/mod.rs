@@ -194,6 +194,8 @@ impl Vmm {
             }
         }
 
+        // Every other thread runs (and sandboxed itself): now this one.
+        crate::sandbox::enter(crate::sandbox::ThreadKind::Main);
         wait_for_exit(&exit, &sigfd, &dump);
         let why = exit
             .reason()

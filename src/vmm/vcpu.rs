@@ -95,6 +95,7 @@ impl Vcpu {
     /// Runs until the VM stops (this vCPU's exit, another vCPU's, a device's or the host's);
     /// waits between two KVM_RUNs while the VM is paused.
     pub fn run(mut self) {
+        crate::sandbox::enter(crate::sandbox::ThreadKind::Vcpu);
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|c| c.set(run_ptr));
         self.pause.register_current_thread();

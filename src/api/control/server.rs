@@ -105,7 +105,10 @@ impl ControlServer {
         };
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::ThreadKind::Control);
+                worker.run()
+            })
             .map_err(ControlError::Thread)?;
         Ok(ControlServer {
             hub,
@@ -675,6 +678,7 @@ impl Worker {
             .name(name.into())
             .stack_size(64 << 10)
             .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::ThreadKind::ControlHelper);
                 let (line, fd, event) = work(&id);
                 let _ = tx.send(Completion {
                     token,

@@ -22,7 +22,10 @@ pub fn spawn_input_thread(
     thread::Builder::new()
         .name("console-in".into())
         .stack_size(64 << 10)
-        .spawn(move || input_loop(fd, &serial, &waker))
+        .spawn(move || {
+            crate::sandbox::enter(crate::sandbox::ThreadKind::ConsoleIn);
+            input_loop(fd, &serial, &waker)
+        })
 }
 
 fn input_loop(fd: RawFd, serial: &Mutex<SerialDevice>, waker: &InputWaker) {

@@ -85,6 +85,7 @@ impl OutputSink {
             .name(format!("out-{name}"))
             .stack_size(128 << 10)
             .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::ThreadKind::Output);
                 let mut chunk = Vec::with_capacity(CHUNK);
                 loop {
                     let mut st = lock(&s);
