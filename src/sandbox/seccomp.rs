@@ -16,6 +16,12 @@ type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 const KVMIO: u32 = 0xae;
 vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
+// The state dump (crate::vmm::dump): a vCPU reads its own state, the dumper the irqchip.
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_bindings::kvm_vcpu_events);
+vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_bindings::kvm_irqchip);
 
 /// The compiled filter for `kind`.
 pub(super) fn compile(kind: ThreadKind, kick_signal: i32) -> Result<BpfProgram, SandboxError> {
@@ -249,7 +255,7 @@ fn main(r: &mut Rules, kick: i32) -> Result<(), SandboxError> {
         1,
         &[libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TCSETSF],
     )?;
-    Ok(())
+    dumper(r)
 }
 
 /// A vCPU: KVM_RUN and KVM_GET_REGS on its own fd (the in-kernel irqchip does the rest);
@@ -262,7 +268,22 @@ fn vcpu(r: &mut Rules) -> Result<(), SandboxError> {
         &[
             u64::from(KVM_RUN() as u32),
             u64::from(KVM_GET_REGS() as u32),
+            u64::from(KVM_GET_SREGS() as u32),
+            u64::from(KVM_GET_LAPIC() as u32),
+            u64::from(KVM_GET_MP_STATE() as u32),
+            u64::from(KVM_GET_VCPU_EVENTS() as u32),
         ],
+    )
+}
+
+/// Collecting the state dump (SIGUSR1 on the main thread, `dump` on a control helper): the
+/// irqchip read on the VM fd; the vCPUs are kicked with the kick signal.
+fn dumper(r: &mut Rules) -> Result<(), SandboxError> {
+    allow_arg(
+        r,
+        libc::SYS_ioctl,
+        1,
+        &[u64::from(KVM_GET_IRQCHIP() as u32)],
     )
 }
 
@@ -322,11 +343,13 @@ fn control(r: &mut Rules, kick: i32) -> Result<(), SandboxError> {
     control_helper(r, kick)
 }
 
-/// A control helper: a pause (kicks the vCPUs, waits) or one vsock connect handshake.
+/// A control helper: a pause (kicks the vCPUs, waits), one vsock connect handshake, or one
+/// state dump.
 fn control_helper(r: &mut Rules, kick: i32) -> Result<(), SandboxError> {
     socket_io(r)?;
     allow(r, &[libc::SYS_connect]);
     allow_arg(r, libc::SYS_tgkill, 2, &[kick as u64])?;
+    dumper(r)?;
     unix_sockets(r)
 }
 
@@ -372,7 +395,7 @@ mod tests {
     #[test]
     fn vcpu_ioctls_are_checked_by_request() {
         let r = rules(ThreadKind::Vcpu, kick()).unwrap();
-        assert_eq!(r[&libc::SYS_ioctl].len(), 2);
+        assert_eq!(r[&libc::SYS_ioctl].len(), 6);
         assert_eq!(KVM_RUN(), 0xae80);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
     }
