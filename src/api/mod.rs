@@ -7,6 +7,6 @@ pub mod control;
 pub mod vmconfig;
 
 pub use config::{
-    BootSource, ConfigError, DiskConfig, InputSource, OutputTarget, PartitionConfig, VmConfig,
-    VsockConfig,
+    BootSource, ConfigError, DiskConfig, ImageFormat, InputSource, OutputTarget, PartitionConfig,
+    VmConfig, VsockConfig,
 };
