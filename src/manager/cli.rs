@@ -47,8 +47,16 @@ pub enum VmCommand {
     Delete { name: String },
     /// Write a stopped VM's descriptor directory OUT (must not exist).
     Export { name: String, out: PathBuf },
-    /// Create VM NAME from a descriptor directory.
-    Import { name: String, input: PathBuf },
+    /// Create VM NAME from a descriptor directory. The config's host paths (apk, os_config,
+    /// guest_dir, extra_apks) must lie inside it unless --trust-paths is given.
+    Import {
+        name: String,
+        input: PathBuf,
+        /// Accept host paths outside the descriptor directory (check them first: `run` hands
+        /// the files they name to the guest).
+        #[arg(long)]
+        trust_paths: bool,
+    },
     /// (internal) the detached monitor of `run --detach`.
     #[command(hide = true)]
     Monitor {
@@ -114,8 +122,12 @@ fn dispatch(cmd: VmCommand) -> Result<i32, ManagerError> {
             store::export(&home, &name, &out)?;
             eprintln!("micro-vmm: exported VM {name} to {}", out.display());
         }
-        VmCommand::Import { name, input } => {
-            let vm = store::import(&home, &name, &input)?;
+        VmCommand::Import {
+            name,
+            input,
+            trust_paths,
+        } => {
+            let vm = store::import(&home, &name, &input, trust_paths)?;
             eprintln!("micro-vmm: imported VM {name} into {}", vm.path().display());
         }
         VmCommand::Monitor { name, lock_fd } => {
