@@ -94,6 +94,22 @@ fn bad_numbers_and_flags() {
     assert_rejected(&["run", "--kernel", &g, "--frobnicate"], 35, "--frobnicate");
     assert_rejected(&["run"], 35, "give either --kernel or --bios");
     assert_rejected(&["bogus-command"], 35, "bogus-command");
+    // Durations that would overflow a deadline are refused when parsed.
+    let max = u64::MAX.to_string();
+    assert_rejected(
+        &[
+            "--app",
+            "a.apk",
+            "a.idsig",
+            "c.json",
+            "--hangup-timeout",
+            &max,
+        ],
+        35,
+        "--hangup-timeout",
+    );
+    assert_rejected(&["vm", "stop", "x", "--timeout", &max], 35, "--timeout");
+    assert_rejected(&["vm", "stop", "x", "--timeout", "3601"], 35, "0..=3600");
     let long = "x".repeat(5000);
     assert_rejected(
         &["run", "--kernel", &g, "--cmdline", &long],

@@ -10,6 +10,9 @@ use crate::vmm::exit::code;
 use super::home::Home;
 use super::{ManagerError, monitor, store};
 
+/// Longest `vm stop --timeout`: what the control socket's `stop` accepts (one hour).
+pub const MAX_STOP_TIMEOUT_SECS: u64 = crate::api::control::protocol::MAX_STOP_TIMEOUT_MS / 1000;
+
 /// Manage app VMs kept in VM directories (Android's `VirtualMachine` API).
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -31,10 +34,11 @@ pub enum VmCommand {
         #[arg(long)]
         detach: bool,
     },
-    /// Stop the VM (the guest gets --timeout seconds, then it is killed).
+    /// Stop the VM (the guest gets --timeout seconds, at most 3600, then it is killed).
     Stop {
         name: String,
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        #[arg(long, value_name = "SECS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_STOP_TIMEOUT_SECS))]
         timeout: u64,
     },
     /// Print the VM's console, following it until the VM stops.

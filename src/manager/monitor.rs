@@ -490,7 +490,7 @@ pub fn stop(home: &Home, vm_name: &str, timeout: Duration) -> Result<LastStop, M
             signal(pid, libc::SIGTERM);
         }
     }
-    if !wait_stopped(&vm, timeout + STOP_MARGIN)? {
+    if !wait_stopped(&vm, timeout.saturating_add(STOP_MARGIN))? {
         if let Some(pid) = pid {
             eprintln!("micro-vmm: the VM {vm_name} did not stop in time; killing it");
             signal(pid, libc::SIGKILL);
@@ -522,12 +522,13 @@ fn signal(pid: u32, sig: i32) {
 
 /// Waits until the run lock is free: the VMM and the monitor are gone.
 pub fn wait_stopped(vm: &VmDir, timeout: Duration) -> Result<bool, ManagerError> {
-    let deadline = Instant::now() + timeout;
+    // No deadline when it would not fit an Instant (the CLI bounds the timeout anyway).
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         if !lock::is_running(vm)? {
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
         thread::sleep(POLL);
