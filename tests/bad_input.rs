@@ -54,6 +54,25 @@ fn missing_and_garbage_kernels() {
 }
 
 #[test]
+fn create_idsig_refuses_what_is_not_a_zip() {
+    let out = std::env::temp_dir().join(format!("mvmm-bad-{}-out.idsig", std::process::id()));
+    let out = out.to_str().unwrap();
+    let empty = temp("empty.apk", b"");
+    assert_rejected(&["create-idsig", &empty, out], 35, "is not an APK");
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let noise = temp("noise.apk", &noise);
+    assert_rejected(&["create-idsig", &noise, out], 35, "is not an APK");
+    assert_rejected(
+        &["create-idsig", "/nonexistent/a.apk", out],
+        35,
+        "No such file",
+    );
+    assert!(!std::path::Path::new(out).exists());
+}
+
+#[test]
 fn initrd_larger_than_memory() {
     let g = guest("probe-elf64.elf");
     let big = std::env::temp_dir().join(format!("mvmm-bad-{}-initrd", std::process::id()));
