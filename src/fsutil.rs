@@ -1,6 +1,8 @@
 //! Replacing a file in one step: the content goes to a temporary file beside it, is synced,
 //! and is renamed into place, so a reader sees the old file or the new one, never half of
-//! one, and a failure leaves no temporary file behind.
+//! one, and a failure leaves no temporary file behind. The directory is synced after the
+//! rename (and after a removal, [`remove_file_durably`]), so a power loss cannot bring back
+//! the old name's content.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -39,7 +41,31 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result?;
+    sync_dir(parent_dir(path))
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory, so entries created, renamed or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Removes `path` if it exists and syncs its directory; `Ok(false)` when there was nothing to
+/// remove.
+pub fn remove_file_durably(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent_dir(path)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +95,21 @@ mod tests {
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 2);
         assert!(replace_file(Path::new("/"), b"x", 0o600).is_err());
         assert_ne!(temp_beside(&p).unwrap(), temp_beside(&p).unwrap());
+    }
+
+    #[test]
+    fn durable_removal_and_directory_sync() {
+        let t = TempDir::new("fsutil-rm");
+        let p = t.file("f", b"x");
+        assert!(remove_file_durably(&p).unwrap());
+        assert!(!p.exists());
+        assert!(!remove_file_durably(&p).unwrap());
+        // Removing a directory with it is an error, not a silent success.
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        assert!(remove_file_durably(&t.path().join("d")).is_err());
+        sync_dir(t.path()).unwrap();
+        assert!(sync_dir(&t.path().join("missing")).is_err());
+        assert_eq!(parent_dir(Path::new("f")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/a/f")), Path::new("/a"));
     }
 }

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod devices;
 pub mod disk;
 pub mod fsutil;
+pub mod guest_text;
 pub mod lifecycle;
 pub mod lines;
 pub mod log_limit;

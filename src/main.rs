@@ -211,7 +211,11 @@ fn create_idsig(apk: &Path, out: &Path) -> i32 {
         }
         Err(e) => {
             eprintln!("micro-vmm: {e}");
-            code::ERROR
+            if e.is_bad_input() {
+                code::INVALID_ARGS
+            } else {
+                code::ERROR
+            }
         }
     }
 }

@@ -54,6 +54,25 @@ fn missing_and_garbage_kernels() {
 }
 
 #[test]
+fn create_idsig_refuses_what_is_not_a_zip() {
+    let out = std::env::temp_dir().join(format!("mvmm-bad-{}-out.idsig", std::process::id()));
+    let out = out.to_str().unwrap();
+    let empty = temp("empty.apk", b"");
+    assert_rejected(&["create-idsig", &empty, out], 35, "is not an APK");
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let noise = temp("noise.apk", &noise);
+    assert_rejected(&["create-idsig", &noise, out], 35, "is not an APK");
+    assert_rejected(
+        &["create-idsig", "/nonexistent/a.apk", out],
+        35,
+        "No such file",
+    );
+    assert!(!std::path::Path::new(out).exists());
+}
+
+#[test]
 fn initrd_larger_than_memory() {
     let g = guest("probe-elf64.elf");
     let big = std::env::temp_dir().join(format!("mvmm-bad-{}-initrd", std::process::id()));
@@ -94,6 +113,22 @@ fn bad_numbers_and_flags() {
     assert_rejected(&["run", "--kernel", &g, "--frobnicate"], 35, "--frobnicate");
     assert_rejected(&["run"], 35, "give either --kernel or --bios");
     assert_rejected(&["bogus-command"], 35, "bogus-command");
+    // Durations that would overflow a deadline are refused when parsed.
+    let max = u64::MAX.to_string();
+    assert_rejected(
+        &[
+            "--app",
+            "a.apk",
+            "a.idsig",
+            "c.json",
+            "--hangup-timeout",
+            &max,
+        ],
+        35,
+        "--hangup-timeout",
+    );
+    assert_rejected(&["vm", "stop", "x", "--timeout", &max], 35, "--timeout");
+    assert_rejected(&["vm", "stop", "x", "--timeout", "3601"], 35, "0..=3600");
     let long = "x".repeat(5000);
     assert_rejected(
         &["run", "--kernel", &g, "--cmdline", &long],

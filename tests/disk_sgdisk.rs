@@ -147,12 +147,9 @@ fn created_descriptor_passes_sgdisk() {
     .unwrap();
     let out = dir.0.join("composite.img");
     tool::create(&spec, &out).unwrap();
-    let size = disk::open(&DiskConfig::Image {
-        path: out.clone(),
-        writable: false,
-    })
-    .unwrap()
-    .len();
+    let size = disk::open(&DiskConfig::image(out.clone(), false))
+        .unwrap()
+        .len();
     let flat = dir.0.join("flat.img");
     assert_eq!(tool::flatten(&out, &flat).unwrap(), size);
     assert_eq!(fs::metadata(&flat).unwrap().len(), size);

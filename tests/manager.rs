@@ -290,12 +290,18 @@ fn export_then_import_under_a_new_name_runs() {
         files,
         ["config.json", "instance.img", "instance_id", "storage.img"]
     );
-    let o = env.vm(&["import", "src", out.to_str().unwrap()]);
+    // The config names the APK outside the descriptor directory: refused unless trusted.
+    let o = env.vm(&["import", "copy", out.to_str().unwrap()]);
+    assert!(
+        o.code == Some(35) && o.stderr.contains("--trust-paths"),
+        "{o:?}"
+    );
+    let o = env.vm(&["import", "src", out.to_str().unwrap(), "--trust-paths"]);
     assert!(
         o.code == Some(1) && o.stderr.contains("already exists"),
         "{o:?}"
     );
-    env.ok(&["import", "copy", out.to_str().unwrap()]);
+    env.ok(&["import", "copy", out.to_str().unwrap(), "--trust-paths"]);
     assert_eq!(
         std::fs::read(env.vm_file("src", "instance_id")).unwrap(),
         std::fs::read(env.vm_file("copy", "instance_id")).unwrap()

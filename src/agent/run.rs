@@ -387,7 +387,8 @@ mod tests {
         g.payload(&app_apk(&exec_config(&g.in_apk("bin/task")), "#!/bin/sh\n"));
         let extra = crate::payload::testutil::zip_of(&[("data.txt", b"extra")]);
         g.partition("extra-apk-0", &extra);
-        g.partition("extra-idsig-0", &idsig_of(&g.dir, b"something else"));
+        let other = crate::payload::testutil::zip_of(&[("data.txt", b"something else")]);
+        g.partition("extra-idsig-0", &idsig_of(&g.dir, &other));
         let (events, outcome, _g, _sys) = run_to_end(g, FakeSystem::default());
         let (code, message) = error_of(&events);
         assert_eq!(code, ErrorCode::PayloadVerificationFailed);

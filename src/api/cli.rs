@@ -6,9 +6,9 @@ use std::str::FromStr;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::config::{
-    BootSource, ConfigError, DEFAULT_CMDLINE, DiskConfig, InputSource, MAX_DISKS, OutputTarget,
-    VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem, validate_output_limit,
-    validate_vcpus,
+    BootSource, ConfigError, DEFAULT_CMDLINE, DiskConfig, ImageFormat, InputSource, MAX_DISKS,
+    OutputTarget, VmConfig, VsockConfig, validate_cmdline, validate_file, validate_mem,
+    validate_output_limit, validate_vcpus,
 };
 use super::vmconfig;
 use crate::payload::partition::{self, PartitionType};
@@ -226,12 +226,15 @@ pub struct RunArgs {
     /// Number of vCPUs [default: 1].
     #[arg(long, value_name = "N")]
     pub cpus: Option<u64>,
-    /// Read-only disk image (raw, or a crosvm composite descriptor); repeatable. Disks
-    /// appear as /dev/vda, /dev/vdb, ...: the config file's first, then these flags in order.
-    #[arg(long, value_name = "PATH")]
+    /// Read-only disk image (raw, or a crosvm composite descriptor, recognised by its first
+    /// bytes unless `,format=raw|composite` is given); repeatable. Disks appear as /dev/vda,
+    /// /dev/vdb, ...: the config file's first, then these flags in order. A composite may
+    /// name block devices only with `,allow-block-devices=true`.
+    #[arg(long, value_name = "PATH[,format=F][,allow-block-devices=B]")]
     pub disk: Vec<PathBuf>,
-    /// Writable disk image; repeatable (ordered with --disk as given).
-    #[arg(long, value_name = "PATH")]
+    /// Writable disk image; repeatable (ordered with --disk as given). Always raw unless
+    /// `,format=composite` is given: its format is never guessed from bytes the guest wrote.
+    #[arg(long, value_name = "PATH[,format=F][,allow-block-devices=B]")]
     pub rwdisk: Vec<PathBuf>,
     /// virtio-vsock: `cid=N,uds=PATH` (guest CID >= 3; host programs connect to PATH and send
     /// `CONNECT <port>`; guest connections to host port P reach `PATH_P`).
@@ -288,13 +291,13 @@ where
         for (id, writable) in [("disk", false), ("rwdisk", true)] {
             if let (Some(paths), Some(idx)) = (m.get_many::<PathBuf>(id), m.indices_of(id)) {
                 for (path, i) in paths.zip(idx) {
-                    disks.push((
-                        i,
-                        DiskConfig::Image {
-                            path: path.clone(),
-                            writable,
-                        },
-                    ));
+                    let disk = parse_disk_arg(path.as_os_str(), writable).map_err(|e| {
+                        Cli::command().error(
+                            clap::error::ErrorKind::ValueValidation,
+                            format!("--{id} {path:?}: {e}"),
+                        )
+                    })?;
+                    disks.push((i, disk));
                 }
             }
         }
@@ -302,6 +305,65 @@ where
         run.ordered_disks = disks.into_iter().map(|(_, d)| d).collect();
     }
     Ok(cli)
+}
+
+/// Options that may follow a `--disk`/`--rwdisk` path after commas.
+const DISK_OPTIONS: &[&str] = &["format", "allow-block-devices"];
+
+/// Parses `PATH[,format=raw|composite][,allow-block-devices=true|false]`. Options are taken
+/// from the end while the last comma-separated part is `KEY=VALUE` with a known KEY, so a
+/// path that merely contains a comma still works.
+pub fn parse_disk_arg(arg: &std::ffi::OsStr, writable: bool) -> Result<DiskConfig, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut rest = arg.as_bytes();
+    let mut format = None;
+    let mut allow_block_devices = None;
+    while let Some(comma) = rest.iter().rposition(|&b| b == b',') {
+        let opt = &rest[comma + 1..];
+        let Some((key, value)) = std::str::from_utf8(opt)
+            .ok()
+            .and_then(|o| o.split_once('='))
+        else {
+            break;
+        };
+        if !DISK_OPTIONS.contains(&key) {
+            break;
+        }
+        match key {
+            "format" => {
+                if format.is_some() {
+                    return Err("format= is given twice".into());
+                }
+                format = Some(ImageFormat::parse(value).ok_or_else(|| {
+                    format!("format={value:?} is not a known format (raw or composite)")
+                })?);
+            }
+            _ => {
+                if allow_block_devices.is_some() {
+                    return Err("allow-block-devices= is given twice".into());
+                }
+                allow_block_devices = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(format!(
+                            "allow-block-devices={value:?}: expected true or false"
+                        ));
+                    }
+                });
+            }
+        }
+        rest = &rest[..comma];
+    }
+    if rest.is_empty() {
+        return Err("no path before the options".into());
+    }
+    Ok(DiskConfig::Image {
+        path: PathBuf::from(std::ffi::OsStr::from_bytes(rest)),
+        writable,
+        format,
+        allow_block_devices: allow_block_devices.unwrap_or(false),
+    })
 }
 
 impl TryFrom<RunArgs> for VmConfig {
@@ -493,6 +555,26 @@ mod tests {
     }
 
     #[test]
+    fn disk_options() {
+        let p = |s: &str| parse_disk_arg(std::ffi::OsStr::new(s), true);
+        assert_eq!(p("/x").unwrap(), DiskConfig::image("/x", true));
+        // An unknown key stays part of the path (a path may contain commas).
+        assert_eq!(
+            p("/x,size=3").unwrap(),
+            DiskConfig::image("/x,size=3", true)
+        );
+        for (bad, why) in [
+            ("/x,format=qcow2", "not a known format"),
+            ("/x,format=raw,format=raw", "twice"),
+            ("/x,allow-block-devices=yes", "expected true or false"),
+            (",format=raw", "no path"),
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn disks_keep_command_line_order() {
         let exe = std::env::current_exe().unwrap();
         let exe = exe.to_str().unwrap();
@@ -509,13 +591,38 @@ mod tests {
             "/c",
         ])
         .unwrap();
-        let img = |p: &str, writable| DiskConfig::Image {
-            path: p.into(),
-            writable,
-        };
+        let img = |p: &str, writable| DiskConfig::image(p, writable);
         assert_eq!(
             c.disks,
             vec![img("/a", true), img("/b", false), img("/c", true)]
+        );
+        let c = parse(&[
+            "micro-vmm",
+            "run",
+            "--kernel",
+            exe,
+            "--rwdisk",
+            "/a,format=composite,allow-block-devices=true",
+            "--disk",
+            "/b,c,format=raw",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.disks,
+            vec![
+                DiskConfig::Image {
+                    path: "/a".into(),
+                    writable: true,
+                    format: Some(ImageFormat::Composite),
+                    allow_block_devices: true,
+                },
+                DiskConfig::Image {
+                    path: "/b,c".into(),
+                    writable: false,
+                    format: Some(ImageFormat::Raw),
+                    allow_block_devices: false,
+                },
+            ]
         );
         let too_many: Vec<String> = (0..=MAX_DISKS).map(|i| format!("--disk=/d{i}")).collect();
         let mut args = vec!["micro-vmm", "run", "--kernel", exe];

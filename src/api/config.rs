@@ -125,13 +125,50 @@ pub struct PartitionConfig {
 /// A disk the guest sees as a virtio-blk device (`/dev/vda`, `/dev/vdb`, ... in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskConfig {
-    /// A whole-disk image: raw, or a crosvm composite descriptor (recognised by its magic).
-    Image { path: PathBuf, writable: bool },
+    /// A whole-disk image: raw, or a crosvm composite descriptor. `format` is what the user
+    /// named; without it a read-only image is recognised by its magic and a writable one is
+    /// always raw (its bytes are the guest's, docs/disk.md). `allow_block_devices` lets a
+    /// composite descriptor name block devices as components.
+    Image {
+        path: PathBuf,
+        writable: bool,
+        format: Option<ImageFormat>,
+        allow_block_devices: bool,
+    },
     /// A composite GPT disk assembled from host files, without copying them.
     Composite {
         partitions: Vec<PartitionConfig>,
         writable: bool,
     },
+}
+
+impl DiskConfig {
+    /// An image with no format named and no block-device components allowed.
+    pub fn image(path: impl Into<PathBuf>, writable: bool) -> DiskConfig {
+        DiskConfig::Image {
+            path: path.into(),
+            writable,
+            format: None,
+            allow_block_devices: false,
+        }
+    }
+}
+
+/// An image format a user can name (`--rwdisk PATH,format=composite`, vmconfig `"format"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Raw,
+    Composite,
+}
+
+impl ImageFormat {
+    pub fn parse(s: &str) -> Option<ImageFormat> {
+        match s {
+            "raw" => Some(ImageFormat::Raw),
+            "composite" => Some(ImageFormat::Composite),
+            _ => None,
+        }
+    }
 }
 
 /// The vsock device: the guest's CID and the host Unix socket it is bridged to

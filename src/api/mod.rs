@@ -8,6 +8,6 @@ pub mod sandbox_policy;
 pub mod vmconfig;
 
 pub use config::{
-    BootSource, ConfigError, DiskConfig, InputSource, OutputTarget, PartitionConfig, VmConfig,
-    VsockConfig,
+    BootSource, ConfigError, DiskConfig, ImageFormat, InputSource, OutputTarget, PartitionConfig,
+    VmConfig, VsockConfig,
 };

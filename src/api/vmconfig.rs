@@ -10,6 +10,7 @@
 //! | `kernel`, `initrd`, `params` | path, path, string | [`BootSource::Kernel`] |
 //! | `bootloader` | path | [`BootSource::Firmware`]; exactly one of `kernel`/`bootloader` |
 //! | `disks` | array of `{image?, partitions?, writable}` | [`DiskConfig`], in guest order |
+//! | `disks[].format`, `disks[].allow_block_devices` | `"raw"`/`"composite"`, bool | micro-vmm's own (not AVF's): an image's format (a writable image without it is raw), and whether a composite may name block devices |
 //! | `protected` | bool | `true` is refused (needs pKVM) |
 //! | `memory_mib` | non-zero u32 | checked against micro-vmm's RAM limits |
 //! | `cpu_topology` | `"one_cpu"` or `"match_host"` | a vCPU count |
@@ -32,7 +33,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::config::{
-    BootSource, DiskConfig, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, PartitionConfig, validate_cmdline,
+    BootSource, DiskConfig, ImageFormat, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, PartitionConfig,
+    validate_cmdline,
 };
 
 /// Files (and strings) larger than this are refused before parsing.
@@ -313,7 +315,13 @@ const TOP_KEYS: &[&str] = &[
     "devices",
     "console_input_device",
 ];
-const DISK_KEYS: &[&str] = &["image", "partitions", "writable"];
+const DISK_KEYS: &[&str] = &[
+    "image",
+    "partitions",
+    "writable",
+    "format",
+    "allow_block_devices",
+];
 const PARTITION_KEYS: &[&str] = &["label", "path", "writable"];
 
 /// The key/value pairs of one JSON object, checked against its known keys.
@@ -631,9 +639,32 @@ impl Ctx<'_> {
         let image = self.opt_path(&mut f, "image")?;
         let partitions = self.array(&mut f, "partitions")?;
         let writable = self.bool(&mut f, "writable", None)?;
+        let format_at = f.key_path("format");
+        let format = match self.opt_string(&mut f, "format")? {
+            None => None,
+            Some(s) => Some(ImageFormat::parse(&s).ok_or_else(|| {
+                self.invalid(
+                    &format_at,
+                    format!(
+                        "{} is not a known format (\"raw\" or \"composite\")",
+                        quote(&s)
+                    ),
+                )
+            })?),
+        };
+        let allow_block_devices = self.bool(&mut f, "allow_block_devices", Some(false))?;
 
         match (image, partitions.is_empty()) {
-            (Some(path), true) => Ok(DiskConfig::Image { path, writable }),
+            (Some(path), true) => Ok(DiskConfig::Image {
+                path,
+                writable,
+                format,
+                allow_block_devices,
+            }),
+            (None, false) if format.is_some() || allow_block_devices => Err(self.invalid(
+                &at,
+                "\"format\" and \"allow_block_devices\" apply to an \"image\", not to \"partitions\"",
+            )),
             (None, false) => {
                 let mut parts: Vec<PartitionConfig> = Vec::with_capacity(partitions.len());
                 for (j, p) in partitions.into_iter().enumerate() {
@@ -1026,14 +1057,8 @@ mod tests {
                 mem_mib: Some(512),
                 vcpus: Some(1),
                 disks: vec![
-                    DiskConfig::Image {
-                        path: "/disk.img".into(),
-                        writable: true
-                    },
-                    DiskConfig::Image {
-                        path: "/ro.img".into(),
-                        writable: false
-                    },
+                    DiskConfig::image("/disk.img", true),
+                    DiskConfig::image("/ro.img", false),
                 ],
                 console_input_device: Some("ttyS0".into()),
             }
@@ -1089,10 +1114,7 @@ mod tests {
         assert_eq!(
             c.disks,
             vec![
-                DiskConfig::Image {
-                    path: "/base/dir/../disk.img".into(),
-                    writable: true
-                },
+                DiskConfig::image("/base/dir/../disk.img", true),
                 DiskConfig::Composite {
                     partitions: vec![
                         PartitionConfig {
@@ -1238,6 +1260,46 @@ mod tests {
     }
 
     #[test]
+    fn image_format_and_block_devices() {
+        let c = ok(&with(
+            r#""disks": [{"image": "/d", "writable": true, "format": "composite",
+                          "allow_block_devices": true},
+                         {"image": "/e", "writable": true, "format": null}]"#,
+        ));
+        assert_eq!(
+            c.disks,
+            vec![
+                DiskConfig::Image {
+                    path: "/d".into(),
+                    writable: true,
+                    format: Some(ImageFormat::Composite),
+                    allow_block_devices: true,
+                },
+                DiskConfig::image("/e", true),
+            ]
+        );
+        let e = err(&with(
+            r#""disks": [{"image": "/d", "writable": true, "format": "qcow2"}]"#,
+        ));
+        assert!(
+            e.contains("disks[0].format: \"qcow2\" is not a known format"),
+            "{e}"
+        );
+        let e = err(&with(
+            r#""disks": [{"partitions": [{"label": "a", "path": "/a"}], "writable": true,
+                          "format": "raw"}]"#,
+        ));
+        assert!(e.contains("apply to an \"image\""), "{e}");
+        let e = err(&with(
+            r#""disks": [{"image": "/d", "writable": true, "allow_block_devices": 1}]"#,
+        ));
+        assert!(
+            e.contains("allow_block_devices: expected true or false"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys() {
         assert_eq!(
             err(&with(r#""cpus": 2"#)),
@@ -1247,7 +1309,8 @@ mod tests {
         );
         assert_eq!(
             err(&with(r#""disks": [{"img": "/d", "writable": true}]"#)),
-            "vmconfig JSON: disks[0]: unknown key \"img\" (known keys: image, partitions, writable)"
+            "vmconfig JSON: disks[0]: unknown key \"img\" (known keys: image, partitions, \
+             writable, format, allow_block_devices)"
         );
         assert_eq!(
             err(&with(

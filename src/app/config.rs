@@ -19,6 +19,8 @@ pub const DEFAULT_CID: u64 = 3;
 /// How long the payload gets to start (Android: 30 s, 300 s under nested virtualization).
 pub const HANGUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANGUP_TIMEOUT_NESTED: Duration = Duration::from_secs(300);
+/// Longest `--hangup-timeout` accepted, in seconds (one day).
+pub const MAX_HANGUP_TIMEOUT_SECS: u64 = 86_400;
 
 /// A validated `--app` run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,12 @@ impl TryFrom<AppArgs> for AppConfig {
             validate_vcpus(a.cpus.unwrap_or(1)).map_err(|e| bad("--cpus", e.to_string()))?;
         let hangup_timeout = match a.hangup_timeout {
             Some(0) => return Err(bad("--hangup-timeout", "must be at least 1 s".into())),
+            Some(s) if s > MAX_HANGUP_TIMEOUT_SECS => {
+                return Err(bad(
+                    "--hangup-timeout",
+                    format!("{s} s is too long (at most {MAX_HANGUP_TIMEOUT_SECS} s, one day)"),
+                ));
+            }
             Some(s) => Duration::from_secs(s),
             None if running_in_a_vm() => HANGUP_TIMEOUT_NESTED,
             None => HANGUP_TIMEOUT,
@@ -146,6 +154,22 @@ mod tests {
         argv.extend_from_slice(args);
         let cli: Cli = parse_from(argv).map_err(|e| e.to_string())?;
         AppConfig::try_from(cli.app).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hangup_timeout_is_bounded() {
+        let base = ["--app", "a", "b", "c", "--hangup-timeout"];
+        let with = |t: &str| {
+            let mut v = base.to_vec();
+            v.push(t);
+            app(&v)
+        };
+        assert_eq!(
+            with("86400").unwrap().hangup_timeout,
+            Duration::from_secs(86_400)
+        );
+        let e = with("18446744073709551615").unwrap_err();
+        assert!(e.contains("too long (at most 86400 s"), "{e}");
     }
 
     #[test]
@@ -224,6 +248,15 @@ mod tests {
             &["--app", "a", "b", "c", "--hangup-timeout", "0"],
             &["--app", "a", "b", "c", "--output-limit", "0"],
             &["--app", "a", "b", "c", "--output-limit", "1048577"],
+            &["--app", "a", "b", "c", "--hangup-timeout", "86401"],
+            &[
+                "--app",
+                "a",
+                "b",
+                "c",
+                "--hangup-timeout",
+                "18446744073709551615",
+            ],
             &["--app", "a", "b", "c", "--serial", "tcp:1"],
             &["--instance", "i.img"],
             &["--socket", "s"],

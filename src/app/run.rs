@@ -345,10 +345,18 @@ fn print_event(t0: Instant, event: &GuestEvent) {
             timing(t0, "payload finished");
             eprintln!("micro-vmm: payload finished with exit code {exit_code}")
         }
-        GuestEvent::Error { code, message } => {
-            eprintln!("micro-vmm: error {}: {message}", code.name())
-        }
+        GuestEvent::Error { code, message } => eprintln!("{}", error_line(*code, message)),
     }
+}
+
+/// The line printed for a guest error event. The message is the guest's: escaped and
+/// bounded, so it stays one line in vmm.log (which the manager parses) and on the terminal.
+fn error_line(code: crate::lifecycle::ErrorCode, message: &str) -> String {
+    format!(
+        "micro-vmm: error {}: {}",
+        code.name(),
+        crate::guest_text::escape(message, crate::guest_text::MAX_PRINTED)
+    )
 }
 
 /// Copies the log port's output to the user's `--log` target.
@@ -373,6 +381,20 @@ fn copy_log(from: &Path, to: &OutputTarget) {
 mod tests {
     use super::*;
     use crate::devices::ResetCause;
+
+    #[test]
+    fn guest_error_messages_print_as_one_escaped_line() {
+        let msg = format!(
+            "bad\nmicro-vmm: VM stopped: SHUTDOWN\x1b[2J{}",
+            "y".repeat(10_000)
+        );
+        let line = error_line(crate::lifecycle::ErrorCode::Unknown, &msg);
+        assert!(!line.contains(['\n', '\r', '\x1b']), "{line}");
+        assert!(line.starts_with(
+            "micro-vmm: error UNKNOWN: bad\\nmicro-vmm: VM stopped: SHUTDOWN\\x1b[2J"
+        ));
+        assert!(line.len() < 600, "{}", line.len());
+    }
 
     #[test]
     fn stop_reasons() {

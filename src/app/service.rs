@@ -114,7 +114,8 @@ impl LifecycleService {
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
             exit,
-            deadline: Some(Instant::now() + hangup),
+            // A hangup timeout too large for an Instant means no deadline (the CLI bounds it).
+            deadline: Instant::now().checked_add(hangup),
             hangup,
             observer,
         };

@@ -327,6 +327,11 @@ fn open_component(
     let writable = c.read_write && mode.writable;
     // Locked once the format is known, so a misuse is reported as such, not as a lock clash.
     let file = RawFile::open(&c.path, writable, false)?;
+    if file.is_block_device() && !mode.allow_block_devices {
+        return Err(DiskError::BlockDeviceComponent {
+            path: c.path.clone(),
+        });
+    }
     let lock = |file: &RawFile| if mode.lock { file.lock() } else { Ok(()) };
     match Format::detect(&file.head()?) {
         Format::Raw => {
@@ -545,10 +550,12 @@ mod tests {
     const RO: OpenMode = OpenMode {
         writable: false,
         lock: true,
+        allow_block_devices: false,
     };
     const RW: OpenMode = OpenMode {
         writable: true,
         lock: true,
+        allow_block_devices: false,
     };
 
     fn encode(msg: &proto::CompositeDisk) -> Vec<u8> {

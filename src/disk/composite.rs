@@ -549,10 +549,12 @@ mod tests {
     const RW: OpenMode = OpenMode {
         writable: true,
         lock: true,
+        allow_block_devices: false,
     };
     const RO: OpenMode = OpenMode {
         writable: false,
         lock: true,
+        allow_block_devices: false,
     };
 
     fn file(dir: &TempDir, name: &str, len: usize, seed: u8) -> PathBuf {

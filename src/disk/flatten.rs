@@ -287,7 +287,9 @@ mod tests {
             OpenMode {
                 writable: false,
                 lock: false,
+                allow_block_devices: false,
             },
+            None,
         )
         .unwrap();
         let text = render(&out, &image);
@@ -326,7 +328,9 @@ mod tests {
             OpenMode {
                 writable: false,
                 lock: false,
+                allow_block_devices: false,
             },
+            None,
         )
         .unwrap();
         let text = render(&p, &image);

@@ -8,6 +8,8 @@
 //! - [`cdisk`]: crosvm's composite descriptor file (`composite_disk\x1d` + protobuf).
 //! - [`flatten`]: copying any disk into one sparse raw file; the human-readable partition table.
 //! - [`tool`]: `micro-vmm disk create | inspect | flatten`.
+//! - [`writable_composite`]: the rule a crosvm-compatible mode uses to accept a writable
+//!   composite descriptor (AVF's instance/storage disk) without trusting guest-written bytes.
 //!
 //! Everything read here is untrusted: image files, descriptors, and the offsets the guest asks
 //! for. Errors name the file, label or offset; nothing panics; allocations are bounded.
@@ -18,6 +20,7 @@ pub mod flatten;
 pub mod gpt;
 pub mod raw;
 pub mod tool;
+pub mod writable_composite;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -25,7 +28,7 @@ pub(crate) mod testutil;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::api::DiskConfig;
+use crate::api::{DiskConfig, ImageFormat};
 
 /// Bytes per sector (virtio-blk and GPT).
 pub const SECTOR_SIZE: u64 = 512;
@@ -37,6 +40,11 @@ pub enum DiskError {
     Open { path: PathBuf, source: io::Error },
     #[error("disk file {path:?} is not a regular file or block device")]
     NotAFile { path: PathBuf },
+    #[error(
+        "composite component {path:?} is a block device; allow it with \
+         allow-block-devices=true (vmconfig: \"allow_block_devices\": true)"
+    )]
+    BlockDeviceComponent { path: PathBuf },
     #[error(
         "disk file {path:?} is in use: another process holds a conflicting lock on it \
          (is another VMM using this disk?)"
@@ -149,18 +157,25 @@ pub trait DiskBackend: Send + Sync {
 
 /// Opens the disk a configuration names.
 ///
-/// `Image`: recognised by its magic: a crosvm composite descriptor opens as a composite (a
-/// component is writable when it is READ_WRITE and `writable` is set); qcow2, Android sparse
-/// and zstd images are rejected; anything else is a raw image. `Composite`: a GPT disk built
-/// in memory over the partition files (no temporary files).
+/// `Image`: opened as [`open_image`] says: in the format the user named; without one, a
+/// writable image is raw (never probed: its bytes are the guest's) and a read-only one is
+/// recognised by its magic (a crosvm composite descriptor; qcow2, Android sparse and zstd are
+/// refused; anything else is raw). `Composite`: a GPT disk built in memory over the partition
+/// files (no temporary files, no descriptor to parse).
 pub fn open(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
     match cfg {
-        DiskConfig::Image { path, writable } => {
+        DiskConfig::Image {
+            path,
+            writable,
+            format,
+            allow_block_devices,
+        } => {
             let mode = OpenMode {
                 writable: *writable,
                 lock: true,
+                allow_block_devices: *allow_block_devices,
             };
-            Ok(match open_image(path, mode)? {
+            Ok(match open_image(path, mode, *format)? {
                 Image::Raw(d) => Box::new(d),
                 Image::Composite(d) => Box::new(d),
             })
@@ -172,6 +187,7 @@ pub fn open(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
             let mode = OpenMode {
                 writable: *writable,
                 lock: true,
+                allow_block_devices: false,
             };
             Ok(Box::new(composite::CompositeDisk::from_partitions(
                 partitions, mode,
@@ -188,6 +204,19 @@ pub struct OpenMode {
     /// Take OFD locks (write lock on files opened read-write, read lock otherwise). Only the
     /// read-only `inspect` tool skips them, so it works while a VM runs.
     pub lock: bool,
+    /// Let a composite descriptor name block devices as components. Off unless the user
+    /// says so (`allow-block-devices=true`, vmconfig `"allow_block_devices": true`): a
+    /// descriptor is a file's bytes, and should not reach a host disk by surprise.
+    pub allow_block_devices: bool,
+}
+
+impl OpenMode {
+    /// Read-only with locks, no block-device components.
+    pub const READ_ONLY: OpenMode = OpenMode {
+        writable: false,
+        lock: true,
+        allow_block_devices: false,
+    };
 }
 
 /// An image file opened by [`open_image`].
@@ -205,12 +234,39 @@ impl Image {
     }
 }
 
-/// Opens a whole-disk image file, recognising its format by magic. A raw image is opened
-/// (and locked) as `mode` says; a composite descriptor is opened read-only with a read lock
-/// (it is never written), its components as `mode` and the descriptor say.
-pub fn open_image(path: &Path, mode: OpenMode) -> Result<Image, DiskError> {
+/// Opens a whole-disk image file.
+///
+/// `format` is the format the user (or the code that built the file) named. Without one, a
+/// read-only image is recognised by its magic and a **writable image is raw**: a writable
+/// image holds bytes the guest wrote, so they must never decide how micro-vmm opens it (a
+/// guest could otherwise write a composite descriptor naming a host file into its disk and
+/// reach that file on the next boot; QEMU's raw-probing rule). A raw image is opened (and
+/// locked) as `mode` says; a composite descriptor is opened read-only with a read lock (it is
+/// never written), its components as `mode` and the descriptor say.
+pub fn open_image(
+    path: &Path,
+    mode: OpenMode,
+    format: Option<ImageFormat>,
+) -> Result<Image, DiskError> {
     let probe = raw::RawFile::open(path, false, false)?;
-    match Format::detect(&probe.head()?) {
+    let detected = Format::detect(&probe.head()?);
+    let format = match format {
+        Some(ImageFormat::Raw) => Format::Raw,
+        None if mode.writable => Format::Raw,
+        None => detected,
+        Some(ImageFormat::Composite) if detected == Format::Composite => Format::Composite,
+        Some(ImageFormat::Composite) => {
+            return Err(DiskError::Descriptor {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "format=composite was given but the file is not a composite descriptor \
+                     (it looks {})",
+                    detected.name()
+                ),
+            });
+        }
+    };
+    match format {
         Format::Raw if !mode.writable => {
             if mode.lock {
                 probe.lock()?;
@@ -373,11 +429,7 @@ mod tests {
     fn open_detects_formats() {
         let dir = TempDir::new("open-formats");
         let raw = dir.file("raw.img", &[7u8; 4096]);
-        let d = open(&DiskConfig::Image {
-            path: raw.clone(),
-            writable: true,
-        })
-        .unwrap();
+        let d = open(&DiskConfig::image(raw.clone(), true)).unwrap();
         assert_eq!(d.len(), 4096);
         assert!(d.is_writable());
         drop(d);
@@ -385,12 +437,7 @@ mod tests {
         let mut q = b"QFI\xfb".to_vec();
         q.resize(1024, 0);
         let qcow = dir.file("q.qcow2", &q);
-        let e = open(&DiskConfig::Image {
-            path: qcow,
-            writable: false,
-        })
-        .err()
-        .unwrap();
+        let e = open(&DiskConfig::image(qcow, false)).err().unwrap();
         assert!(
             e.to_string().contains("unsupported image format (qcow2)"),
             "{e}"
@@ -398,22 +445,16 @@ mod tests {
 
         let sparse = dir.file("s.img", &[0x3a, 0xff, 0x26, 0xed, 1, 0, 0, 0]);
         assert!(matches!(
-            open(&DiskConfig::Image {
-                path: sparse,
-                writable: false
-            }),
+            open(&DiskConfig::image(sparse, false)),
             Err(DiskError::UnsupportedFormat {
                 format: "Android sparse",
                 ..
             })
         ));
 
-        let missing = open(&DiskConfig::Image {
-            path: dir.path().join("missing.img"),
-            writable: false,
-        })
-        .err()
-        .unwrap();
+        let missing = open(&DiskConfig::image(dir.path().join("missing.img"), false))
+            .err()
+            .unwrap();
         assert!(missing.to_string().contains("missing.img"), "{missing}");
 
         // A composite descriptor written by cdisk opens as a composite.
@@ -428,15 +469,198 @@ mod tests {
             &desc,
         )
         .unwrap();
-        let d = open(&DiskConfig::Image {
-            path: desc,
-            writable: false,
-        })
-        .unwrap();
+        let d = open(&DiskConfig::image(desc, false)).unwrap();
         assert_eq!(d.len(), 20480 + 4096 + 20480);
         let mut b = [0u8; 4096];
         d.read_exact_at(&mut b, 20480).unwrap();
         assert_eq!(b, [1u8; 4096]);
+    }
+
+    /// The guest-written descriptor of issue 12: `composite_disk\x1d` + a protobuf naming
+    /// `target` as a READ_WRITE component, padded inside the protobuf with an unknown
+    /// length-delimited field (field 15) to exactly `size` bytes.
+    fn guest_written_descriptor(target: &Path, size: usize) -> Vec<u8> {
+        use prost::Message;
+        let msg = cdisk::proto::CompositeDisk {
+            version: 2,
+            component_disks: vec![cdisk::proto::ComponentDisk {
+                file_path: target.to_str().unwrap().into(),
+                offset: 0,
+                read_write_capability: cdisk::proto::ReadWriteCapability::ReadWrite as i32,
+                file_offset: 0,
+            }],
+            length: 4096,
+        };
+        let mut b = cdisk::CDISK_MAGIC.to_vec();
+        msg.encode(&mut b).unwrap();
+        // Key (field 15, wire type 2), a 3-byte varint length, then the padding.
+        let pad = size - b.len() - 4;
+        b.push(15 << 3 | 2);
+        b.extend_from_slice(&[
+            (pad & 0x7f) as u8 | 0x80,
+            ((pad >> 7) & 0x7f) as u8 | 0x80,
+            (pad >> 14) as u8,
+        ]);
+        b.resize(size, 0xee);
+        assert_eq!(b.len(), size);
+        b
+    }
+
+    /// Whether this process has `path` open (any fd in /proc/self/fd resolving to it).
+    fn has_open(path: &Path) -> bool {
+        let path = std::fs::canonicalize(path).unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|l| l == path)
+    }
+
+    #[test]
+    fn guest_written_descriptor_in_a_writable_image_is_raw() {
+        let dir = TempDir::new("guest-descriptor");
+        let target = dir.file("host-secret.img", &[0x5a; 4096]);
+        let bytes = guest_written_descriptor(&target, 64 << 10);
+        let rw = dir.file("rw.img", &bytes);
+
+        // The descriptor is a real one: probed read-only, it would reach the host file.
+        let ro = open(&DiskConfig::image(rw.clone(), false)).unwrap();
+        assert_eq!(ro.len(), 4096);
+        assert!(has_open(&target));
+        drop(ro);
+        assert!(!has_open(&target));
+
+        // As --rwdisk (no format named): raw bytes, the file's size, no other file opened.
+        let d = open(&DiskConfig::image(rw.clone(), true)).unwrap();
+        assert_eq!(d.len(), 64 << 10);
+        assert!(d.is_writable());
+        assert!(!has_open(&target));
+        let mut head = vec![0u8; 512];
+        d.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(head, bytes[..512]);
+        d.write_all_at(&[1u8; 512], 0).unwrap();
+        drop(d);
+        assert_eq!(std::fs::read(&target).unwrap(), vec![0x5a; 4096]);
+        assert_eq!(std::fs::read(&rw).unwrap()[..512], [1u8; 512]);
+
+        // The crosvm-compatible rule serves it as raw too.
+        std::fs::write(&rw, &bytes).unwrap();
+        let f = raw::RawFile::open(&rw, false, false).unwrap();
+        assert!(matches!(
+            writable_composite::classify(&f, &[]).unwrap(),
+            writable_composite::WritableFormat::Raw { .. }
+        ));
+    }
+
+    #[test]
+    fn named_formats() {
+        let dir = TempDir::new("named-formats");
+        let part = dir.file("p.img", &[1u8; 4096]);
+        let desc = dir.path().join("c.img");
+        cdisk::write_composite(
+            &[PartitionConfig {
+                label: "p".into(),
+                path: part,
+                writable: true,
+            }],
+            &desc,
+        )
+        .unwrap();
+        let with = |writable, format| DiskConfig::Image {
+            path: desc.clone(),
+            writable,
+            format,
+            allow_block_devices: false,
+        };
+        // The user names the format: a writable composite opens as one.
+        let d = open(&with(true, Some(ImageFormat::Composite))).unwrap();
+        assert_eq!(d.len(), 20480 + 4096 + 20480);
+        d.write_all_at(&[2u8; 512], 20480).unwrap();
+        drop(d);
+        // format=raw on a read-only descriptor: its bytes, not its components.
+        let size = std::fs::metadata(&desc).unwrap().len();
+        let d = open(&with(false, Some(ImageFormat::Raw))).unwrap();
+        assert_eq!(d.len(), size - size % 512);
+        drop(d);
+        // format=composite on something that is not a descriptor is a clear error.
+        let raw = dir.file("raw.img", &[0u8; 4096]);
+        let e = open(&DiskConfig::Image {
+            path: raw,
+            writable: true,
+            format: Some(ImageFormat::Composite),
+            allow_block_devices: false,
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("not a composite descriptor"), "{e}");
+        // A writable qcow2-looking file without a format is raw (never probed).
+        let mut q = b"QFI\xfb".to_vec();
+        q.resize(4096, 0);
+        let qcow = dir.file("q.img", &q);
+        assert_eq!(open(&DiskConfig::image(qcow, true)).unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn block_device_components_need_permission() {
+        use prost::Message;
+        let Some(dev) = (0..8)
+            .map(|i| PathBuf::from(format!("/dev/loop{i}")))
+            .find(|p| std::fs::File::open(p).is_ok())
+        else {
+            eprintln!("no readable /dev/loopN here; skipping");
+            return;
+        };
+        let dir = TempDir::new("block-components");
+        let msg = cdisk::proto::CompositeDisk {
+            version: 2,
+            component_disks: vec![cdisk::proto::ComponentDisk {
+                file_path: dev.to_str().unwrap().into(),
+                offset: 0,
+                read_write_capability: 0,
+                file_offset: 0,
+            }],
+            length: 512,
+        };
+        let mut b = cdisk::CDISK_MAGIC.to_vec();
+        msg.encode(&mut b).unwrap();
+        let desc = dir.file("d.img", &b);
+        let e = open(&DiskConfig::image(desc.clone(), false)).err().unwrap();
+        assert!(e.to_string().contains("is a block device; allow it"), "{e}");
+        // Allowed: the block device is opened; a detached loop device is then too small for
+        // its 512 bytes, so any result but the block-device refusal is right.
+        let r = open(&DiskConfig::Image {
+            path: desc,
+            writable: false,
+            format: None,
+            allow_block_devices: true,
+        });
+        if let Err(e) = r {
+            assert!(!e.to_string().contains("is a block device"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_component_is_refused_without_hanging() {
+        use prost::Message;
+        let dir = TempDir::new("fifo-component");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let msg = cdisk::proto::CompositeDisk {
+            version: 2,
+            component_disks: vec![cdisk::proto::ComponentDisk {
+                file_path: "fifo".into(),
+                offset: 0,
+                read_write_capability: 0,
+                file_offset: 0,
+            }],
+            length: 512,
+        };
+        let mut b = cdisk::CDISK_MAGIC.to_vec();
+        msg.encode(&mut b).unwrap();
+        let desc = dir.file("d.img", &b);
+        let e = open(&DiskConfig::image(desc, false)).err().unwrap();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

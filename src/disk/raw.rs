@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -23,6 +23,7 @@ pub struct RawFile {
     size: u64,
     /// Device and inode, to recognise the same file under another name.
     dev_ino: (u64, u64),
+    is_block_device: bool,
     /// Written since the last sync.
     dirty: AtomicBool,
     /// How many times it was synced (for tests and diagnostics).
@@ -32,7 +33,8 @@ pub struct RawFile {
 impl RawFile {
     /// Opens `path` read-write or read-only, and (if `lock`) takes an OFD lock on the whole
     /// file: a write lock when read-write, a read lock otherwise. The file must be a regular
-    /// file or a block device and must exist.
+    /// file or a block device and must exist. It is opened with `O_NONBLOCK` (cleared once the
+    /// type is checked), so a FIFO named by a descriptor is refused instead of hanging.
     pub fn open(path: &Path, writable: bool, lock: bool) -> Result<RawFile, DiskError> {
         let open_err = |source| DiskError::Open {
             path: path.to_path_buf(),
@@ -41,6 +43,7 @@ impl RawFile {
         let mut file = OpenOptions::new()
             .read(true)
             .write(writable)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
@@ -50,6 +53,7 @@ impl RawFile {
                 path: path.to_path_buf(),
             });
         }
+        clear_nonblocking(&file).map_err(open_err)?;
         if lock {
             lock_file(&file, path, writable)?;
         }
@@ -61,6 +65,7 @@ impl RawFile {
             writable,
             size,
             dev_ino: (meta.dev(), meta.ino()),
+            is_block_device: ft.is_block_device(),
             dirty: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
         })
@@ -86,6 +91,10 @@ impl RawFile {
 
     pub(crate) fn dev_ino(&self) -> (u64, u64) {
         self.dev_ino
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.is_block_device
     }
 
     /// The first bytes of the file (fewer if the file is shorter), for format detection.
@@ -160,6 +169,22 @@ impl RawFile {
 /// Takes an OFD (open file description) lock on the whole file, without waiting. OFD locks
 /// belong to this open file, not to the process: they conflict with locks taken through any
 /// other `open` of the same file, even in this process, and go away when it is closed.
+/// Clears `O_NONBLOCK` (set only so that opening a FIFO cannot block).
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL on an fd this function borrows only reads its flags; checked below.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL with the flags just read minus O_NONBLOCK changes only that fd's mode.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub(crate) fn lock_file(file: &File, path: &Path, write: bool) -> Result<(), DiskError> {
     let fl = libc::flock {
         l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,

@@ -101,7 +101,9 @@ pub fn inspect(image: &Path) -> Result<String, DiskError> {
         OpenMode {
             writable: false,
             lock: false,
+            allow_block_devices: false,
         },
+        None,
     )?;
     Ok(flat::render(image, &opened))
 }
@@ -115,7 +117,9 @@ pub fn flatten(input: &Path, output: &Path) -> Result<u64, DiskError> {
         OpenMode {
             writable: false,
             lock: true,
+            allow_block_devices: false,
         },
+        None,
     )?;
     let inputs: Vec<&RawFile> = match &image {
         Image::Raw(d) => vec![d.file()],
@@ -216,7 +220,9 @@ mod tests {
             OpenMode {
                 writable: false,
                 lock: true,
+                allow_block_devices: false,
             },
+            None,
         )
         .unwrap();
         let info = gpt::read(img.backend(), "flat").unwrap();

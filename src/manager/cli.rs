@@ -10,6 +10,9 @@ use crate::vmm::exit::code;
 use super::home::Home;
 use super::{ManagerError, monitor, store};
 
+/// Longest `vm stop --timeout`: what the control socket's `stop` accepts (one hour).
+pub const MAX_STOP_TIMEOUT_SECS: u64 = crate::api::control::protocol::MAX_STOP_TIMEOUT_MS / 1000;
+
 /// Manage app VMs kept in VM directories (Android's `VirtualMachine` API).
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -31,10 +34,11 @@ pub enum VmCommand {
         #[arg(long)]
         detach: bool,
     },
-    /// Stop the VM (the guest gets --timeout seconds, then it is killed).
+    /// Stop the VM (the guest gets --timeout seconds, at most 3600, then it is killed).
     Stop {
         name: String,
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        #[arg(long, value_name = "SECS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_STOP_TIMEOUT_SECS))]
         timeout: u64,
     },
     /// Print the VM's console, following it until the VM stops.
@@ -47,8 +51,16 @@ pub enum VmCommand {
     Delete { name: String },
     /// Write a stopped VM's descriptor directory OUT (must not exist).
     Export { name: String, out: PathBuf },
-    /// Create VM NAME from a descriptor directory.
-    Import { name: String, input: PathBuf },
+    /// Create VM NAME from a descriptor directory. The config's host paths (apk, os_config,
+    /// guest_dir, extra_apks) must lie inside it unless --trust-paths is given.
+    Import {
+        name: String,
+        input: PathBuf,
+        /// Accept host paths outside the descriptor directory (check them first: `run` hands
+        /// the files they name to the guest).
+        #[arg(long)]
+        trust_paths: bool,
+    },
     /// (internal) the detached monitor of `run --detach`.
     #[command(hide = true)]
     Monitor {
@@ -114,8 +126,12 @@ fn dispatch(cmd: VmCommand) -> Result<i32, ManagerError> {
             store::export(&home, &name, &out)?;
             eprintln!("micro-vmm: exported VM {name} to {}", out.display());
         }
-        VmCommand::Import { name, input } => {
-            let vm = store::import(&home, &name, &input)?;
+        VmCommand::Import {
+            name,
+            input,
+            trust_paths,
+        } => {
+            let vm = store::import(&home, &name, &input, trust_paths)?;
             eprintln!("micro-vmm: imported VM {name} into {}", vm.path().display());
         }
         VmCommand::Monitor { name, lock_fd } => {

@@ -254,10 +254,7 @@ fn watch(
     started: impl FnOnce(Result<u32, &ManagerError>),
 ) -> Result<ProcessEnd, ManagerError> {
     let signals = StopSignals::block()?;
-    // A stale failure string or record of an earlier run must not be read as this run's.
-    for f in [home::FAILURE_LOG, home::RUN] {
-        let _ = std::fs::remove_file(vm.file(f));
-    }
+    clear_previous_run(vm)?;
     let vmm_log = vm.file(home::VMM_LOG);
     let vmm_log_file = File::create(&vmm_log).map_err(ManagerError::io("create", &vmm_log))?;
     let output_limit = config.output_limit().map_err(ManagerError::Failed)?;
@@ -378,6 +375,18 @@ fn watch(
     Ok(end)
 }
 
+/// Removes what an earlier run left: its failure string, its `run.json` and its
+/// `last_stop.json`, durably (the directory is synced), before this run starts. If the VMM and
+/// this monitor are then killed (kill -9), no stop reason of the earlier run is left looking
+/// like this run's.
+fn clear_previous_run(vm: &VmDir) -> Result<(), ManagerError> {
+    for f in [home::FAILURE_LOG, home::RUN, home::LAST_STOP] {
+        let path = vm.file(f);
+        crate::fsutil::remove_file_durably(&path).map_err(ManagerError::io("remove", &path))?;
+    }
+    Ok(())
+}
+
 /// Waits for the VMM, forwarding stop signals to it and copying its logs to `stream`.
 fn wait_streaming(
     child: &mut Child,
@@ -481,7 +490,7 @@ pub fn stop(home: &Home, vm_name: &str, timeout: Duration) -> Result<LastStop, M
             signal(pid, libc::SIGTERM);
         }
     }
-    if !wait_stopped(&vm, timeout + STOP_MARGIN)? {
+    if !wait_stopped(&vm, timeout.saturating_add(STOP_MARGIN))? {
         if let Some(pid) = pid {
             eprintln!("micro-vmm: the VM {vm_name} did not stop in time; killing it");
             signal(pid, libc::SIGKILL);
@@ -513,12 +522,13 @@ fn signal(pid: u32, sig: i32) {
 
 /// Waits until the run lock is free: the VMM and the monitor are gone.
 pub fn wait_stopped(vm: &VmDir, timeout: Duration) -> Result<bool, ManagerError> {
-    let deadline = Instant::now() + timeout;
+    // No deadline when it would not fit an Instant (the CLI bounds the timeout anyway).
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         if !lock::is_running(vm)? {
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
         thread::sleep(POLL);
@@ -570,6 +580,27 @@ pub fn connect_vsock(home: &Home, vm_name: &str, port: u32) -> Result<(), Manage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_starts_without_the_previous_runs_records() {
+        let t = crate::disk::testutil::TempDir::new("mgr-stale");
+        let home = Home::at(t.path());
+        let vm = home.vm("a").unwrap();
+        std::fs::create_dir_all(vm.path()).unwrap();
+        for f in [home::FAILURE_LOG, home::RUN, home::LAST_STOP, home::CONFIG] {
+            std::fs::write(vm.file(f), b"{}").unwrap();
+        }
+        clear_previous_run(&vm).unwrap();
+        for f in [home::FAILURE_LOG, home::RUN, home::LAST_STOP] {
+            assert!(!vm.file(f).exists(), "{f}");
+        }
+        assert!(vm.file(home::CONFIG).exists());
+        // Nothing to remove is fine; something that cannot be removed is an error.
+        clear_previous_run(&vm).unwrap();
+        std::fs::create_dir(vm.file(home::LAST_STOP)).unwrap();
+        let e = clear_previous_run(&vm).unwrap_err();
+        assert!(e.to_string().contains("last_stop.json"), "{e}");
+    }
 
     #[test]
     fn app_arguments_follow_the_vm_directory() {

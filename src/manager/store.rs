@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::payload::partition::{
-    self, DEFAULT_INSTANCE_SIZE, InstanceId, PartitionType, check_instance_image, read_instance_id,
-};
+use crate::payload::partition::{self, DEFAULT_INSTANCE_SIZE, InstanceId, PartitionType};
 
 use super::config::VmAppConfig;
 use super::home::{self, Home, VmDir};
@@ -266,16 +264,27 @@ pub fn export(home: &Home, vm_name: &str, out: &Path) -> Result<(), ManagerError
 }
 
 /// `vm import NAME IN`: a new VM from a descriptor directory, checked first; fails if NAME
-/// exists.
-pub fn import(home: &Home, vm_name: &str, input: &Path) -> Result<VmDir, ManagerError> {
+/// exists. Every file is opened once, with `O_NOFOLLOW | O_NONBLOCK`, must be a regular file
+/// (a symlink, FIFO, socket or device is refused, never waited on), and is checked and copied
+/// from that same open file. The config's host paths (`apk`, `extra_apks`, `os_config`,
+/// `guest_dir`) must lie inside IN unless `trust_paths` (`--trust-paths`) says the user
+/// vouches for them: a descriptor from elsewhere must not make `run` hand host files to a
+/// guest (docs/manager.md).
+pub fn import(
+    home: &Home,
+    vm_name: &str,
+    input: &Path,
+    trust_paths: bool,
+) -> Result<VmDir, ManagerError> {
     let vm = home.vm(vm_name)?;
-    let config = check_descriptor(input)?;
+    let (config, files) = check_descriptor(input, trust_paths)?;
     build_dir_atomically(&home.vms(), vm.path(), vm_name, |tmp| {
-        for f in descriptor_files(&config) {
-            copy_sparse(&input.join(f), &tmp.join(f))?;
+        for (name, file) in &files {
+            copy_sparse_from(file, &input.join(name), &tmp.join(name))?;
         }
         Ok(())
     })?;
+    log::debug!("imported {vm_name} (apk {:?})", config.apk);
     clear_tombstone(home, vm_name);
     Ok(vm)
 }
@@ -288,8 +297,68 @@ fn descriptor_files(config: &VmAppConfig) -> Vec<&'static str> {
     files
 }
 
-/// Checks a descriptor directory; returns its config.
-fn check_descriptor(dir: &Path) -> Result<VmAppConfig, ManagerError> {
+/// Opens a file of an imported directory: `O_NOFOLLOW | O_NONBLOCK` (a symlink fails, a FIFO
+/// does not block), then it must be a regular file. `Ok(None)` when it does not exist.
+fn open_import_file(dir: &Path, name: &str) -> Result<Option<File>, ManagerError> {
+    let path = dir.join(name);
+    let bad = |reason: String| ManagerError::Descriptor {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(bad(format!(
+                "{name} is a symbolic link, not a regular file"
+            )));
+        }
+        Err(e) => return Err(ManagerError::io("open", &path)(e)),
+    };
+    let ft = file
+        .metadata()
+        .map_err(ManagerError::io("stat", &path))?
+        .file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(bad(format!("{name} is {what}, not a regular file")));
+    }
+    Ok(Some(file))
+}
+
+/// Reads at most `max` bytes of `file` from offset 0; `Err` if it holds more.
+fn read_bounded(file: &File, path: &Path, max: u64) -> Result<Vec<u8>, ManagerError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ManagerError::io("read", path))?;
+    Ok(bytes)
+}
+
+/// A file of an imported directory, open, with its name.
+type OpenedFile = (&'static str, File);
+
+/// Checks a descriptor directory; returns its config and its files, open.
+fn check_descriptor(
+    dir: &Path,
+    trust_paths: bool,
+) -> Result<(VmAppConfig, Vec<OpenedFile>), ManagerError> {
     let bad = |reason: String| ManagerError::Descriptor {
         path: dir.to_path_buf(),
         reason,
@@ -297,24 +366,103 @@ fn check_descriptor(dir: &Path) -> Result<VmAppConfig, ManagerError> {
     if !dir.is_dir() {
         return Err(bad("not a directory".into()));
     }
-    for f in PERSISTENT {
-        if !dir.join(f).is_file() {
-            return Err(bad(format!("{f} is missing")));
+    let need = |name: &str| -> Result<File, ManagerError> {
+        open_import_file(dir, name)?.ok_or_else(|| bad(format!("{name} is missing")))
+    };
+    let (config_file, img_file, id_file) = (
+        need(home::CONFIG)?,
+        need(home::INSTANCE_IMG)?,
+        need(home::INSTANCE_ID)?,
+    );
+    let max = super::config::MAX_CONFIG_SIZE;
+    let config_path = dir.join(home::CONFIG);
+    let bytes = read_bounded(&config_file, &config_path, max)?;
+    if bytes.len() as u64 > max {
+        return Err(bad(format!("config.json is larger than {max} bytes")));
+    }
+    let config = VmAppConfig::parse(&bytes, &config_path)?;
+    let img_path = dir.join(home::INSTANCE_IMG);
+    let header = read_bounded(&img_file, &img_path, 64)?;
+    partition::check_instance_header(&header).map_err(|reason| {
+        partition::PartitionError::NotInstanceImage {
+            path: img_path.clone(),
+            reason,
+        }
+    })?;
+    let id_path = dir.join(home::INSTANCE_ID);
+    let id = read_bounded(&id_file, &id_path, partition::INSTANCE_ID_LEN as u64)?;
+    if id.len() != partition::INSTANCE_ID_LEN {
+        return Err(partition::PartitionError::InstanceIdSize {
+            path: id_path,
+            size: id.len() as u64,
+        }
+        .into());
+    }
+    let mut files = vec![
+        (home::CONFIG, config_file),
+        (home::INSTANCE_ID, id_file),
+        (home::INSTANCE_IMG, img_file),
+    ];
+    let storage = open_import_file(dir, home::STORAGE_IMG)?;
+    match (config.encrypted_storage_bytes > 0, storage) {
+        (true, None) => {
+            return Err(bad(format!(
+                "storage.img is missing (the config has encrypted_storage_bytes {})",
+                config.encrypted_storage_bytes
+            )));
+        }
+        (false, Some(_)) => {
+            return Err(bad(
+                "storage.img is present but the config has no encrypted storage".into(),
+            ));
+        }
+        (true, Some(f)) => files.push((home::STORAGE_IMG, f)),
+        (false, None) => {}
+    }
+    if !trust_paths {
+        check_paths_inside(&config, dir)?;
+    }
+    Ok((config, files))
+}
+
+/// The config's host paths must lie inside `dir` (symlinks resolved): a descriptor from
+/// elsewhere must not name host files that `run` would hand to the guest.
+fn check_paths_inside(config: &VmAppConfig, dir: &Path) -> Result<(), ManagerError> {
+    let root = fs::canonicalize(dir).map_err(ManagerError::io("resolve", dir))?;
+    let mut paths: Vec<(String, PathBuf)> = vec![("apk".into(), config.apk.clone())];
+    for (i, p) in config.extra_apks.iter().enumerate() {
+        paths.push((format!("extra_apks[{i}]"), PathBuf::from(p)));
+    }
+    if let Some(p) = &config.os_config {
+        paths.push(("os_config".into(), p.clone()));
+    }
+    if let Some(p) = &config.guest_dir {
+        paths.push(("guest_dir".into(), p.clone()));
+    }
+    for (field, p) in paths {
+        if !path_inside(&p, &root) {
+            return Err(ManagerError::Descriptor {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "config.json: {field} {p:?} is outside the imported directory; check the \
+                     file it names and import with --trust-paths to accept it"
+                ),
+            });
         }
     }
-    let config = VmAppConfig::load(&dir.join(home::CONFIG))?;
-    check_instance_image(&dir.join(home::INSTANCE_IMG))?;
-    read_instance_id(&dir.join(home::INSTANCE_ID))?;
-    let storage = dir.join(home::STORAGE_IMG);
-    match (config.encrypted_storage_bytes > 0, storage.is_file()) {
-        (true, false) => Err(bad(format!(
-            "storage.img is missing (the config has encrypted_storage_bytes {})",
-            config.encrypted_storage_bytes
-        ))),
-        (false, true) => Err(bad(
-            "storage.img is present but the config has no encrypted storage".into(),
-        )),
-        _ => Ok(config),
+    Ok(())
+}
+
+/// True when `p` is inside `root` (canonical): lexically, with no `..`, and also after
+/// resolving symlinks when it exists.
+fn path_inside(p: &Path, root: &Path) -> bool {
+    use std::path::Component;
+    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return false;
+    }
+    match fs::canonicalize(p) {
+        Ok(real) => real.starts_with(root),
+        Err(_) => p.starts_with(root),
     }
 }
 
@@ -366,15 +514,18 @@ fn build_dir_atomically(
         .mode(0o700)
         .create(&tmp)
         .map_err(ManagerError::io("create", &tmp))?;
-    let result = fill(&tmp).and_then(|()| {
-        rename_noreplace(&tmp, dest).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                ManagerError::Exists(what.to_string())
-            } else {
-                ManagerError::io("rename", dest)(e)
-            }
+    let result = fill(&tmp)
+        .and_then(|()| crate::fsutil::sync_dir(&tmp).map_err(ManagerError::io("sync", &tmp)))
+        .and_then(|()| {
+            rename_noreplace(&tmp, dest).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    ManagerError::Exists(what.to_string())
+                } else {
+                    ManagerError::io("rename", dest)(e)
+                }
+            })
         })
-    });
+        .and_then(|()| crate::fsutil::sync_dir(parent).map_err(ManagerError::io("sync", parent)));
     if result.is_err()
         && let Err(e) = fs::remove_dir_all(&tmp)
     {
@@ -421,7 +572,8 @@ fn write_new_file(path: &Path, data: &[u8]) -> Result<(), ManagerError> {
         .map_err(ManagerError::io("write", path))
 }
 
-/// Replaces `path` with `data` in one step (a temporary file beside it, then rename).
+/// Replaces `path` with `data` in one step (a temporary file beside it, synced, then
+/// renamed; the directory synced after).
 pub fn write_file_atomically(path: &Path, data: &[u8]) -> Result<(), ManagerError> {
     crate::fsutil::replace_file(path, data, 0o600).map_err(ManagerError::io("write", path))
 }
@@ -429,12 +581,17 @@ pub fn write_file_atomically(path: &Path, data: &[u8]) -> Result<(), ManagerErro
 /// Copies a regular file to a new file, keeping holes (SEEK_DATA/SEEK_HOLE; a plain copy
 /// where the file system has no hole support).
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<u64, ManagerError> {
-    use std::os::fd::AsRawFd;
     let src = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(from)
         .map_err(ManagerError::io("open", from))?;
+    copy_sparse_from(&src, from, to)
+}
+
+/// [`copy_sparse`] from a file already open (`from` names it in errors).
+fn copy_sparse_from(src: &File, from: &Path, to: &Path) -> Result<u64, ManagerError> {
+    use std::os::fd::AsRawFd;
     let meta = src.metadata().map_err(ManagerError::io("stat", from))?;
     if !meta.is_file() {
         return Err(ManagerError::io("copy", from)(io::Error::new(
@@ -494,6 +651,7 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<u64, ManagerError> {
 mod tests {
     use super::*;
     use crate::disk::testutil::TempDir;
+    use crate::payload::partition::check_instance_image;
 
     fn config(storage: u64) -> VmAppConfig {
         let mut c = VmAppConfig::parse(
@@ -672,7 +830,7 @@ mod tests {
             export(&home, "a", &out),
             Err(ManagerError::DestinationExists { .. })
         ));
-        let b = import(&home, "b", &out).unwrap();
+        let b = import(&home, "b", &out, true).unwrap();
         for f in ["config.json", "instance.img", "instance_id", "storage.img"] {
             assert_eq!(
                 fs::read(vm.file(f)).unwrap(),
@@ -688,12 +846,12 @@ mod tests {
             m.blocks() * 512
         );
         assert!(matches!(
-            import(&home, "b", &out),
+            import(&home, "b", &out, true),
             Err(ManagerError::Exists(_))
         ));
         // Import ends a tombstone.
         delete(&home, "a").unwrap();
-        import(&home, "a", &out).unwrap();
+        import(&home, "a", &out, true).unwrap();
         assert_eq!(status(&home, "a").unwrap(), Status::Stopped);
     }
 
@@ -729,11 +887,103 @@ mod tests {
                 fs::copy(out.join(&f), d.join(&f)).unwrap();
             }
             spoil(&d);
-            let e = import(&home, "n", &d).unwrap_err().to_string();
+            let e = import(&home, "n", &d, true).unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
             assert_eq!(entries(&home.vms()), ["a"]);
         }
-        assert!(import(&home, "n", &t.path().join("none")).is_err());
+        assert!(import(&home, "n", &t.path().join("none"), true).is_err());
+    }
+
+    /// A descriptor directory exported from a new VM "a" whose config is `cfg`.
+    fn exported(t: &TempDir, home: &Home, cfg: &VmAppConfig) -> PathBuf {
+        create_with(home, "a", cfg, &mut |_| Ok(())).unwrap();
+        let out = t.path().join("desc");
+        export(home, "a", &out).unwrap();
+        out
+    }
+
+    #[test]
+    fn import_refuses_host_paths_outside_the_directory() {
+        let t = TempDir::new("mgr-import-paths");
+        let home = Home::at(t.path().join("home"));
+        let out = exported(&t, &home, &config(0));
+        // apk "/a.apk" is outside the descriptor directory.
+        let e = import(&home, "n", &out, false).unwrap_err().to_string();
+        assert!(
+            e.contains("apk \"/a.apk\" is outside the imported directory")
+                && e.contains("--trust-paths"),
+            "{e}"
+        );
+        assert_eq!(entries(&home.vms()), ["a"]);
+        let canon = fs::canonicalize(&out).unwrap();
+        let write_config =
+            |c: &VmAppConfig| fs::write(out.join("config.json"), c.to_json()).unwrap();
+        // Inside the directory: accepted (even before the file exists).
+        let mut c = config(0);
+        c.apk = canon.join("app.apk");
+        write_config(&c);
+        import(&home, "inside", &out, false).unwrap();
+        // `..` and a symlink leading out are outside.
+        for (field, set) in [
+            (
+                "apk",
+                Box::new(|c: &mut VmAppConfig, p: PathBuf| c.apk = p)
+                    as Box<dyn Fn(&mut VmAppConfig, PathBuf)>,
+            ),
+            (
+                "os_config",
+                Box::new(|c: &mut VmAppConfig, p| c.os_config = Some(p)),
+            ),
+            (
+                "guest_dir",
+                Box::new(|c: &mut VmAppConfig, p| c.guest_dir = Some(p)),
+            ),
+        ] {
+            let mut c = config(0);
+            c.apk = canon.join("app.apk");
+            set(&mut c, canon.join("../outside"));
+            write_config(&c);
+            let e = import(&home, "n", &out, false).unwrap_err().to_string();
+            assert!(e.contains(&format!("{field} ")), "{field}: {e}");
+        }
+        std::os::unix::fs::symlink("/etc", out.join("link")).unwrap();
+        let mut c = config(0);
+        c.apk = canon.join("link/passwd");
+        write_config(&c);
+        let e = import(&home, "n", &out, false).unwrap_err().to_string();
+        assert!(e.contains("outside the imported directory"), "{e}");
+        // --trust-paths accepts them.
+        import(&home, "trusted", &out, true).unwrap();
+    }
+
+    #[test]
+    fn import_refuses_fifos_and_symlinks_without_hanging() {
+        let t = TempDir::new("mgr-import-fifo");
+        let home = Home::at(t.path().join("home"));
+        let out = exported(&t, &home, &config(4096));
+        for name in ["config.json", "instance_id", "storage.img"] {
+            let d = t.path().join(format!("fifo-{name}"));
+            fs::create_dir(&d).unwrap();
+            for f in entries(&out) {
+                fs::copy(out.join(&f), d.join(&f)).unwrap();
+            }
+            fs::remove_file(d.join(name)).unwrap();
+            let c = cstring(&d.join(name)).unwrap();
+            // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let started = std::time::Instant::now();
+            let e = import(&home, "n", &d, true).unwrap_err().to_string();
+            assert!(e.contains(&format!("{name} is a FIFO")), "{e}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+        let d = t.path().join("symlinked");
+        fs::create_dir(&d).unwrap();
+        for f in entries(&out) {
+            std::os::unix::fs::symlink(out.join(&f), d.join(&f)).unwrap();
+        }
+        let e = import(&home, "n", &d, true).unwrap_err().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert_eq!(entries(&home.vms()), ["a"]);
     }
 
     #[test]

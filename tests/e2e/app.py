@@ -267,7 +267,7 @@ def scenarios():
                             f"{m} stop life > /dev/null",
                             "life_run life 2 | sed 's/^life /life#2 /'",
                             f'{m} export life $TMP/life-desc; echo "life export rc=$?"',
-                            f'{m} import life2 $TMP/life-desc; echo "life import rc=$?"',
+                            f'{m} import life2 $TMP/life-desc --trust-paths; echo "life import rc=$?"',
                             "life_run life2 3 | sed 's/^life2 /life2#3 /'",
                             f'{m} delete life; echo "life delete rc=$?"',
                             f'echo "life status-deleted $({m} status life)"'])))

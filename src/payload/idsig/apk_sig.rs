@@ -108,6 +108,13 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// True when `file` (`len` bytes) is a ZIP: it ends with an End of Central Directory record
+/// whose central directory ends where the record starts. An error for a ZIP64 or a
+/// malformed record.
+pub fn is_zip(file: &File, path: &Path, len: u64) -> Result<bool, IdsigError> {
+    Ok(find_eocd(file, path, len)?.is_some())
+}
+
 /// Finds the End of Central Directory record: the last `PK\5\6` whose comment length reaches
 /// exactly the end of the file. Returns (its offset, central directory offset).
 fn find_eocd(file: &File, path: &Path, len: u64) -> Result<Option<(u64, u64)>, IdsigError> {

@@ -4,15 +4,18 @@
 //! writes for the same APK: SHA-256, 4 KiB blocks, no salt, the tree over the whole file.
 //! The signing info is what Android 14's `V4Signature::create` writes: the APK's content
 //! digest and its signature algorithm ID (v3 block, else v2; see [`super::apk_sig`]), the
-//! certificate, public key and signature left empty. An APK without a signature block gets
-//! Android 13's signing info (all empty, algorithm 0x0301).
+//! certificate, public key and signature left empty. An APK without a signature block (an
+//! unsigned but valid ZIP) is still accepted and gets Android 13's signing info (all empty,
+//! algorithm 0x0301), as `--app` with an unsigned app needs; Android 14's
+//! `V4Signature::create` would refuse it. A file that is not a ZIP at all (no end of central
+//! directory record: an empty file, random bytes) is refused with [`IdsigError::NotAZip`].
 
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
 use super::IdsigError;
-use super::apk_sig::apk_digest;
+use super::apk_sig::{apk_digest, is_zip};
 use super::format::{HashingInfo, Idsig, SigningInfo};
 use super::hashtree::{HashTree, input_len};
 
@@ -53,7 +56,29 @@ pub fn build_idsig(apk: &Path) -> Result<Idsig, IdsigError> {
         });
     }
     let len = input_len(&file, apk)?;
-    let tree = HashTree::from_file(&file, apk, len, &[])?;
+    if !is_zip(&file, apk, len)? {
+        return Err(IdsigError::NotAZip {
+            path: apk.to_path_buf(),
+        });
+    }
+    idsig_of(&file, apk, len)
+}
+
+/// Writes the idsig of any file, ZIP or not (tests of the tree over arbitrary lengths).
+#[cfg(test)]
+pub(crate) fn create_idsig_of_any_file(path: &Path, out: &Path) -> Result<Idsig, IdsigError> {
+    let file = File::open(path).map_err(|source| IdsigError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let len = input_len(&file, path)?;
+    let idsig = idsig_of(&file, path, len)?;
+    write_atomically(out, &idsig.to_bytes()?)?;
+    Ok(idsig)
+}
+
+fn idsig_of(file: &File, apk: &Path, len: u64) -> Result<Idsig, IdsigError> {
+    let tree = HashTree::from_file(file, apk, len, &[])?;
     Ok(Idsig {
         hashing_info: HashingInfo {
             salt: Vec::new(),
@@ -153,17 +178,34 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_and_empty_apks_get_android_13_defaults() {
+    fn unsigned_zips_get_android_13_defaults() {
         let dir = TempDir::new("idsig-unsigned");
-        for data in [Vec::new(), pattern(5000, 1)] {
-            let apk_path = dir.file("u.apk", &data);
-            let out = dir.path().join("u.idsig");
-            let idsig = create_idsig(&apk_path, &out).unwrap();
-            assert_eq!(idsig.signing_info, SigningInfo::default());
-            assert_eq!(
-                idsig.merkle_tree.len() as u64,
-                super::super::hashtree::tree_size(data.len() as u64)
-            );
+        let data = crate::payload::testutil::zip_of(&[("assets/x", &pattern(5000, 1))]);
+        let apk_path = dir.file("u.apk", &data);
+        let out = dir.path().join("u.idsig");
+        let idsig = create_idsig(&apk_path, &out).unwrap();
+        assert_eq!(idsig.signing_info, SigningInfo::default());
+        assert_eq!(
+            idsig.merkle_tree.len() as u64,
+            super::super::hashtree::tree_size(data.len() as u64)
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_zip_is_refused() {
+        let dir = TempDir::new("idsig-not-zip");
+        let out = dir.path().join("x.idsig");
+        // Random-looking bytes (no end of central directory record), and an empty file.
+        let noise: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for data in [Vec::new(), noise, b"PK\x05\x06".to_vec()] {
+            let apk_path = dir.file("n.apk", &data);
+            let e = create_idsig(&apk_path, &out).unwrap_err();
+            assert!(matches!(e, IdsigError::NotAZip { .. }), "{e}");
+            assert!(e.to_string().contains("is not an APK"), "{e}");
+            assert!(e.is_bad_input());
+            assert!(!out.exists());
         }
     }
 
@@ -230,7 +272,10 @@ mod tests {
         assert_eq!(fs::read(&idsig).unwrap(), good);
 
         // No digest to compare: always rewritten.
-        let unsigned = dir.file("u.apk", &pattern(9000, 1));
+        let unsigned = dir.file(
+            "u.apk",
+            &crate::payload::testutil::zip_of(&[("x", &pattern(9000, 1))]),
+        );
         assert_eq!(
             create_or_update_idsig(&unsigned, &idsig).unwrap(),
             IdsigUpdate::Rewritten

@@ -38,6 +38,11 @@ pub enum IdsigError {
     Open { path: PathBuf, source: io::Error },
     #[error("{path:?} is not a regular file or block device")]
     NotAFile { path: PathBuf },
+    #[error(
+        "{path:?} is not an APK: it has no ZIP end of central directory record (an APK is a \
+         ZIP file)"
+    )]
+    NotAZip { path: PathBuf },
     #[error("reading {path:?} at offset {offset} failed: {source}")]
     Read {
         path: PathBuf,
@@ -103,6 +108,17 @@ pub enum IdsigError {
         actual: String,
         expected: String,
     },
+}
+
+impl IdsigError {
+    /// True when the input itself is bad (missing, not a file, not an APK, a malformed
+    /// signature block or idsig), false for a host I/O failure: exit 35 against exit 1.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self,
+            IdsigError::Read { .. } | IdsigError::Write { .. } | IdsigError::Encode { .. }
+        )
+    }
 }
 
 /// Lower-case hex of `bytes`.

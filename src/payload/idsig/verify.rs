@@ -107,7 +107,7 @@ mod tests {
 
     use super::*;
     use crate::disk::testutil::{TempDir, pattern};
-    use crate::payload::idsig::create::create_idsig;
+    use crate::payload::idsig::create::create_idsig_of_any_file as create_idsig;
 
     fn setup(dir: &TempDir, len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
         let apk = dir.file("a.apk", &pattern(len, 1));
