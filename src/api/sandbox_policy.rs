@@ -30,7 +30,7 @@ pub fn for_vm(cfg: &VmConfig, socket: Option<&Path>, credentials: Option<Credent
     }
     for d in &cfg.disks {
         match d {
-            DiskConfig::Image { path, writable } => {
+            DiskConfig::Image { path, writable, .. } => {
                 let list = if *writable {
                     &mut p.read_write
                 } else {
@@ -89,10 +89,7 @@ mod tests {
             log: OutputTarget::File("/out".into()),
             console_in: InputSource::None,
             disks: vec![
-                DiskConfig::Image {
-                    path: "/ro".into(),
-                    writable: false,
-                },
+                DiskConfig::image("/ro", false),
                 DiskConfig::Composite {
                     partitions: vec![
                         PartitionConfig {
@@ -114,6 +111,7 @@ mod tests {
                 cid: 3,
                 uds: "v.sock".into(),
             }),
+            output_limit: 64 << 20,
         };
         let p = for_vm(&cfg, Some(Path::new("/run/x/c.sock")), None);
         let paths = |v: &[PathBuf]| {

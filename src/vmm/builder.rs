@@ -519,12 +519,10 @@ mod tests {
             serial: OutputTarget::None,
             log: OutputTarget::None,
             console_in: crate::api::InputSource::None,
-            disks: vec![crate::api::DiskConfig::Image {
-                path: "/d".into(),
-                writable: false,
-            }],
+            disks: vec![crate::api::DiskConfig::image("/d", false)],
             mmio_cmdline: false,
             vsock: None,
+            output_limit: 64 << 20,
         };
         assert_eq!(fds_needed(&cfg), BASE_FDS + 1);
         cfg.vsock = Some(crate::api::VsockConfig {
