@@ -26,7 +26,7 @@ use crate::devices::bus::Bus;
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::pvpanic::{PVPANIC_PORT, PvPanic};
 use crate::devices::serial::device::InputWaker;
-use crate::devices::serial::output::{DEFAULT_CAPACITY, OutputSink};
+use crate::devices::serial::output::{DEFAULT_CAPACITY, OutputSink, direct_handle};
 use crate::devices::serial::{COM1, COM2, SERIAL_PORT_LEN, SerialDevice, SerialPortInfo};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{self, MmioTransport};
@@ -434,7 +434,9 @@ fn open_output(
         OutputTarget::None => return Ok(OutputSink::discard()),
         OutputTarget::Stdout => {
             // A terminal or pipe streams; only files the guest could fill are limited.
-            OutputSink::spawn("stdout", std::io::stdout(), DEFAULT_CAPACITY, None).map_err(host)?
+            let direct = direct_handle(&std::io::stdout());
+            OutputSink::spawn("stdout", std::io::stdout(), direct, DEFAULT_CAPACITY, None)
+                .map_err(host)?
         }
         OutputTarget::File(path) => {
             let f = File::create(path).map_err(|source| VmmError::Output {
@@ -442,9 +444,11 @@ fn open_output(
                 path: path.clone(),
                 source,
             })?;
+            let direct = direct_handle(&f);
             OutputSink::spawn(
                 flag.trim_start_matches('-'),
                 f,
+                direct,
                 DEFAULT_CAPACITY,
                 Some(limit),
             )

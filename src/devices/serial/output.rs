@@ -1,10 +1,17 @@
-//! Serial output that never stalls a vCPU: bytes go into a bounded buffer that a writer
-//! thread drains to the host file or stdout. When the reader is slow and the buffer is full,
-//! new bytes are dropped and counted. An output may also have a total limit (a file the guest
+//! Serial output that never stalls a vCPU. The writing vCPU hands its bytes straight to the
+//! host file when it can do so without waiting: a regular file, or a pipe or terminal through
+//! a non-blocking file description of its own (as Firecracker writes its console from the vCPU
+//! thread). What cannot be written at once goes into a bounded buffer that a writer thread
+//! drains (and every byte after it, so order is kept). When the reader is slow and the buffer
+//! is full, new bytes are dropped and counted.
+//!
+//! Writing directly matters beyond saving a copy: waking the writer thread for every byte a
+//! verbose guest prints costs a cross-CPU wakeup per byte, which preempts the other vCPUs. An output may also have a total limit (a file the guest
 //! fills): once that many bytes were taken, one final line says so and later bytes are
 //! dropped and counted.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -33,6 +40,9 @@ struct State {
     writing: bool,
     /// Test sinks keep bytes here instead of running a thread.
     memory: Option<Vec<u8>>,
+    /// Where a writer may put bytes itself without waiting (see [`direct_handle`]); used
+    /// only while nothing is buffered.
+    direct: Option<File>,
 }
 
 struct Shared {
@@ -67,17 +77,20 @@ impl OutputSink {
         })
     }
 
-    /// Output drained by a thread into `target`; at most `limit` bytes of the guest's output
-    /// (then the final line) reach it.
+    /// Output to `target`: written directly through `direct` (the same host file, see
+    /// [`direct_handle`]) while that never waits, else drained by a thread; at most `limit`
+    /// bytes of the guest's output (then the final line) reach it.
     pub fn spawn<W: Write + Send + 'static>(
         name: &str,
         mut target: W,
+        direct: Option<File>,
         capacity: usize,
         limit: Option<u64>,
     ) -> io::Result<Self> {
         let shared = Self::with_state(State {
             capacity,
             limit,
+            direct,
             ..Default::default()
         });
         let s = shared.clone();
@@ -172,6 +185,45 @@ impl OutputSink {
     }
 }
 
+/// Writes as much of `data` as the host takes without waiting; returns what is left to queue
+/// and the bytes lost to an error (a closed pipe, a full disk: counted as dropped, like the
+/// writer thread's failures).
+fn write_now<'a>(f: &mut File, mut data: &'a [u8]) -> (&'a [u8], u64) {
+    while !data.is_empty() {
+        match f.write(data) {
+            Ok(0) => break,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return (&[], data.len() as u64),
+        }
+    }
+    (data, 0)
+}
+
+/// A handle through which a vCPU may write to `f` without ever waiting for a reader: `f`
+/// itself (a duplicate) when it is a regular file; for a pipe, FIFO, terminal or other
+/// character device, a new file description of the same object opened non-blocking (so the
+/// flag does not leak to whoever else shares `f`'s description, such as the user's shell).
+/// `None` where neither works (a socket): the writer thread then does all the writing.
+pub fn direct_handle(f: &impl std::os::fd::AsFd) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let dup = File::from(f.as_fd().try_clone_to_owned().ok()?);
+    let kind = dup.metadata().ok()?.file_type();
+    if kind.is_file() {
+        return Some(dup);
+    }
+    if !(kind.is_fifo() || kind.is_char_device()) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", dup.as_raw_fd()))
+        .ok()
+}
+
 /// The line that ends an output whose limit was reached.
 pub fn limit_line(limit: u64) -> String {
     let size = if limit.is_multiple_of(1 << 20) {
@@ -231,6 +283,25 @@ impl Write for OutputSink {
             mem.extend_from_slice(&final_line);
             return Ok(data.len());
         }
+        // Nothing queued and the writer idle: write in place, as far as it goes without
+        // waiting; only the rest is queued.
+        let (kept, final_line) = if st.buf.is_empty() && !st.writing {
+            match st.direct.as_mut() {
+                Some(f) => {
+                    let (k, lost_k) = write_now(f, kept);
+                    let (l, lost_l) = if k.is_empty() {
+                        write_now(f, &final_line)
+                    } else {
+                        (&final_line[..], 0)
+                    };
+                    st.dropped += lost_k + lost_l;
+                    (k, l.to_vec())
+                }
+                None => (kept, final_line),
+            }
+        } else {
+            (kept, final_line)
+        };
         let room = st.capacity.saturating_sub(st.buf.len());
         let n = room.min(kept.len());
         st.buf.extend(&kept[..n]);
@@ -282,6 +353,7 @@ mod tests {
                 gate: rx,
                 out: out.clone(),
             },
+            None,
             1000,
             None,
         )
@@ -310,6 +382,7 @@ mod tests {
                 gate: rx,
                 out: out.clone(),
             },
+            None,
             DEFAULT_CAPACITY,
             None,
         )
@@ -336,7 +409,7 @@ mod tests {
                 Ok(())
             }
         }
-        let mut sink = OutputSink::spawn("t", Broken, 1024, None).unwrap();
+        let mut sink = OutputSink::spawn("t", Broken, None, 1024, None).unwrap();
         sink.write_all(b"abc").unwrap();
         sink.finish(Duration::from_secs(5));
         assert_eq!(sink.dropped(), 3);
@@ -353,6 +426,7 @@ mod tests {
                 gate: rx,
                 out: out.clone(),
             },
+            None,
             DEFAULT_CAPACITY,
             Some(100),
         )
@@ -398,5 +472,87 @@ mod tests {
         }
         assert_eq!(sink.memory_contents().len(), 10_000);
         assert_eq!(sink.over_limit(), 0);
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(fds[0])),
+                File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        }
+    }
+
+    #[test]
+    fn a_pipe_nobody_reads_never_blocks_and_order_is_kept_when_it_drains() {
+        let (mut rd, wr) = pipe();
+        let direct = direct_handle(&wr).expect("a pipe gets a direct handle");
+        let flags = |f: &File| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: F_GETFL on an open descriptor.
+            unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) }
+        };
+        assert_ne!(flags(&direct) & libc::O_NONBLOCK, 0);
+        assert_eq!(
+            flags(&wr) & libc::O_NONBLOCK,
+            0,
+            "the shared description stays blocking"
+        );
+        let mut sink = OutputSink::spawn("t", wr, Some(direct), 1 << 20, None).unwrap();
+        // 256 KiB into a 64 KiB pipe nobody reads yet: the rest is queued, nothing waits.
+        let mut want = Vec::new();
+        let start = Instant::now();
+        for i in 0..(256 << 10) / 8 {
+            let chunk = format!("{:07}\n", i % 10_000_000);
+            sink.write_all(chunk.as_bytes()).unwrap();
+            want.extend_from_slice(chunk.as_bytes());
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).unwrap();
+            got
+        });
+        assert!(sink.finish(Duration::from_secs(10)));
+        assert_eq!(sink.dropped(), 0);
+        drop(sink);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes reordered or lost");
+    }
+
+    #[test]
+    fn a_regular_file_is_written_in_place() {
+        let path = std::env::temp_dir().join(format!("mvmm-direct-{}", std::process::id()));
+        let f = File::create(&path).unwrap();
+        let direct = direct_handle(&f).expect("a file gets a direct handle");
+        let mut sink = OutputSink::spawn("t", f, Some(direct), 1 << 20, Some(20)).unwrap();
+        sink.write_all(b"0123456789").unwrap();
+        // Written before any thread could: the file has it at once.
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
+        sink.write_all(b"0123456789abc").unwrap();
+        assert!(sink.finish(Duration::from_secs(5)));
+        let mut want = b"01234567890123456789\n".to_vec();
+        want.extend_from_slice(limit_line(20).as_bytes());
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert_eq!(sink.over_limit(), 3);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_has_no_direct_handle() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(direct_handle(&a).is_none());
     }
 }
