@@ -10,7 +10,7 @@ or a hang. A run still going after --boot-timeout seconds gets SIGUSR1 first (mi
 prints its state dump: registers, vCPU events, LAPIC IRR/ISR, device interrupts) and is
 killed 5 s later. Runs are interleaved (micro-vmm, Firecracker, micro-vmm, ...).
 
-  tests/e2e/soak.py [--boots 50] [--cpus 2,4] [--no-firecracker] [--cmdline-extra ...]
+  tests/e2e/soak.py [--boots 50] [--cpus 2,4] [--no-firecracker] [--fc-every N] [--save-log F]
 
 Not part of the default CI run (it takes about an hour for 50+50 boots per vCPU count);
 `scripts/test` runs the short 2-vCPU verbose scenarios of tests/e2e/run.py instead.
@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--boots", type=int, default=50, help="boots per VMM and vCPU count")
     ap.add_argument("--cpus", default="2,4", help="vCPU counts, comma-separated")
     ap.add_argument("--no-firecracker", action="store_true")
+    ap.add_argument("--fc-every", type=int, default=1,
+                    help="boot Firecracker after every Nth micro-vmm boot (default: each)")
     ap.add_argument("--cmdline-extra", default="", help="appended to the guest command line")
     ap.add_argument("--boot-timeout", type=int, default=150)
     ap.add_argument("--mvmm-extra", default="", help="extra micro-vmm flags (shell words)")
@@ -101,8 +103,10 @@ def main():
         body = f'boot mvmm-{n}-$i {args.boot_timeout} {mv}\n'
         body += f'case "$rc" in 32) [ "$up" = 1 ] && [ "$cpus" = {n} ] || show mvmm-{n}-$i ;; *) show mvmm-{n}-$i ;; esac\n'
         if fc:
+            body += f'if [ $((i % {args.fc_every})) = 0 ]; then\n'
             body += f'boot fc-{n}-$i {args.boot_timeout} {fcc}\n'
             body += f'case "$rc" in 0) [ "$up" = 1 ] || show fc-{n}-$i ;; *) show fc-{n}-$i ;; esac\n'
+            body += 'fi\n'
         lines.append(f'i=0; while [ $i -lt {args.boots} ]; do\n{body}i=$((i + 1)); done')
     script = SCRIPT_HEAD + ("FC=/bin/firecracker\n" if fc else "") + "\n".join(lines) + "\n"
 
