@@ -402,3 +402,64 @@ fn an_unopenable_app_log_is_an_argument_error() {
     let left: Vec<_> = std::fs::read_dir(dir.path("tmp")).unwrap().collect();
     assert!(left.is_empty(), "work directory left behind: {left:?}");
 }
+
+#[test]
+fn dropping_to_another_user_keeps_the_control_socket_working_and_removable() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let d = Dir::new("uid");
+    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = d.path("closed");
+    let open = d.path("open");
+    for (dir, mode) in [(&closed, 0o755), (&open, 0o777)] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let probe = |sock: &Path| {
+        let mut c = Command::new(common::bin());
+        c.args([
+            "run",
+            "--kernel",
+            &guest("probe-pvh.elf"),
+            "--cmdline",
+            "exit=halt",
+        ])
+        .args(["--mem", "64", "--console-in", "none", "--serial", "none"])
+        .args(["--socket", sock.to_str().unwrap()])
+        .args(["--uid", "65534", "--gid", "65534"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        c
+    };
+    // A socket directory the user could not remove the socket from: refused up front.
+    let o = wait(
+        probe(&closed.join("c.sock")).spawn().unwrap(),
+        common::TIMEOUT,
+    );
+    assert_eq!(o.code, Some(35), "{o:?}");
+    assert!(o.stderr.contains("not writable by uid 65534"), "{o:?}");
+    // A directory it can write: the dropped user's client is served, and the socket file
+    // is gone at exit.
+    let sock = open.join("c.sock");
+    let vm = KillOnDrop::new(probe(&sock).spawn().unwrap());
+    let s = connect(&sock);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(
+        ask(&s, &mut r, r#"{"id":1,"method":"status"}"#)["result"]["state"],
+        "STARTED"
+    );
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::bin())
+        .args(["ctl", sock.to_str().unwrap(), "kill"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(wait(vm, common::TIMEOUT).code, Some(137));
+    assert!(!sock.exists(), "the socket file is removed at exit");
+}

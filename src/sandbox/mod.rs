@@ -57,6 +57,12 @@ pub enum SandboxError {
         gid: u32,
         source: std::io::Error,
     },
+    #[error(
+        "{dir:?} is not writable by uid {uid} gid {gid}: after dropping to that user micro-vmm \
+         could not remove its socket files there at exit; put the sockets in a directory the \
+         user can write"
+    )]
+    SocketDir { dir: PathBuf, uid: u32, gid: u32 },
     #[error("the sandbox is already prepared")]
     AlreadyPrepared,
 }
@@ -66,7 +72,9 @@ impl SandboxError {
     pub fn is_invalid_argument(&self) -> bool {
         matches!(
             self,
-            SandboxError::Output { .. } | SandboxError::Path { .. }
+            SandboxError::Output { .. }
+                | SandboxError::Path { .. }
+                | SandboxError::SocketDir { .. }
         )
     }
 }
@@ -188,6 +196,19 @@ pub fn prepare(policy: &Policy) -> Result<(), SandboxError> {
             })?;
     }
     if let Some(c) = policy.credentials {
+        for dir in &policy.socket_dirs {
+            let meta = std::fs::metadata(dir).map_err(|e| SandboxError::Path {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if !writable_by(&meta, c) {
+                return Err(SandboxError::SocketDir {
+                    dir: dir.clone(),
+                    uid: c.uid,
+                    gid: c.gid,
+                });
+            }
+        }
         for p in &policy.chown {
             chown_tree(p, c)?;
         }
@@ -282,6 +303,27 @@ fn drop_credentials(c: Credentials) -> Result<(), SandboxError> {
 
 /// Gives `path` (and, for a directory, everything beneath it) to `c`. Symlinks are not
 /// followed.
+/// Whether `c` may create and remove entries in a directory with `meta` (its permission bits
+/// for that user: owner, else group, else others; root may always).
+fn writable_by(meta: &std::fs::Metadata, c: Credentials) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if c.uid == 0 {
+        true
+    } else if meta.uid() == c.uid {
+        mode & 0o300 == 0o300
+    } else if meta.gid() == c.gid {
+        mode & 0o030 == 0o030
+    } else {
+        mode & 0o003 == 0o003
+    }
+}
+
+/// The uid the process drops to (`--uid`), once the sandbox is prepared.
+pub fn drop_uid() -> Option<u32> {
+    PREPARED.get()?.credentials.map(|c| c.uid)
+}
+
 fn chown_tree(path: &std::path::Path, c: Credentials) -> Result<(), SandboxError> {
     let fail = |source| SandboxError::Chown {
         path: path.to_owned(),

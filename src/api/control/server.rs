@@ -100,7 +100,10 @@ impl ControlServer {
             done_tx,
             done_rx,
             stop_deadline: None,
-            uid: own_uid(),
+            // The user micro-vmm was started as, and the one it drops to (--uid).
+            uids: std::iter::once(own_uid())
+                .chain(crate::sandbox::drop_uid())
+                .collect(),
             pause_owner: Arc::new(Mutex::new(())),
         };
         let thread = std::thread::Builder::new()
@@ -321,7 +324,7 @@ struct Worker {
     done_rx: Receiver<Completion>,
     /// A graceful stop's deadline and its length (for the message).
     stop_deadline: Option<(Instant, u64)>,
-    uid: u32,
+    uids: Vec<u32>,
     /// Serializes pause helper threads with each other.
     pause_owner: Arc<Mutex<()>>,
 }
@@ -412,7 +415,7 @@ impl Worker {
                 }
             };
             match peer_uid(&stream) {
-                Ok(uid) if uid == self.uid => {}
+                Ok(uid) if self.uids.contains(&uid) => {}
                 Ok(uid) => {
                     warn_limited(&format!("refused a client with uid {uid}"));
                     continue;
