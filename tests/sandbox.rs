@@ -406,8 +406,7 @@ fn an_unopenable_app_log_is_an_argument_error() {
 #[test]
 fn dropping_to_another_user_keeps_the_control_socket_working_and_removable() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+    if !common::can_switch_users() {
         eprintln!("skipped: needs root and setpriv");
         return;
     }
@@ -453,12 +452,7 @@ fn dropping_to_another_user_keeps_the_control_socket_working_and_removable() {
         ask(&s, &mut r, r#"{"id":1,"method":"status"}"#)["result"]["state"],
         "STARTED"
     );
-    let out = Command::new("/usr/bin/setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(common::bin())
-        .args(["ctl", sock.to_str().unwrap(), "kill"])
-        .output()
-        .unwrap();
+    let out = common::output_as_nobody(&["ctl", sock.to_str().unwrap(), "kill"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(wait(vm, common::TIMEOUT).code, Some(137));
     assert!(!sock.exists(), "the socket file is removed at exit");

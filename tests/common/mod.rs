@@ -209,3 +209,21 @@ pub fn probe(guest_file: &str, cmdline: &str, extra: &[&str]) -> Outcome {
 pub fn hex(s: &str) -> u64 {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("not hex: {s}"))
 }
+
+/// Whether this test process can run commands as another user (root, and setpriv exists).
+pub fn can_switch_users() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Path::new("/usr/bin/setpriv").exists()
+}
+
+/// `micro-vmm ARGS` run as `nobody` (uid and gid 65534, no supplementary groups) through
+/// setpriv; see [`can_switch_users`].
+pub fn output_as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
