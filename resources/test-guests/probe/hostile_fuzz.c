@@ -46,21 +46,21 @@ static uint32_t value_for(uint32_t reg, uint64_t r, uint64_t ram_end)
 void hostile_fuzz(uint64_t seed, uint32_t writes, uint64_t ram_end, const uint64_t *bases, int n)
 {
 	uint64_t s = seed;
-	uint32_t nw = 0, nr = 0, notifies = 0;
+	uint32_t nw = 0, nr = 0, notifies = 0, activated = 0, needs_reset = 0;
 
 	mem_zero(H_ARENA, H_ARENA_LEN);
 	while (nw < writes) {
 		uint64_t r = rnd_next(&s);
 		uint64_t base = bases[r % (uint64_t)n];
-		uint32_t kind = (uint32_t)(r >> 4) % 32;
+		uint32_t kind = (uint32_t)(r >> 4) % 64;
 		if (kind == 0) {                             /* a QueueNotify storm */
-			for (int i = 0; i < 64; i++)
+			for (int i = 0; i < 16; i++)
 				vw(base, R_QUEUE_NOTIFY, (uint32_t)rnd_next(&s) % 4);
-			notifies += 64;
-			nw += 64;
+			notifies += 16;
+			nw += 16;
 			continue;
 		}
-		uint32_t off = kind < 24 ? regs[(r >> 12) % NREGS] : (uint32_t)(r >> 12) % 0x200;
+		uint32_t off = kind < 48 ? regs[(r >> 12) % NREGS] : (uint32_t)(r >> 12) % 0x200;
 		uint32_t width = (r >> 24) % 8 == 0 ? 1u << ((r >> 28) % 4) : 4;  /* 1, 2, 4 or 8 */
 		off &= ~(width - 1);
 		uint64_t a = base + off;
@@ -82,6 +82,14 @@ void hostile_fuzz(uint64_t seed, uint32_t writes, uint64_t ram_end, const uint64
 		default: mmio_wr32(a, v); break;
 		}
 		nw++;
+		if (off == R_STATUS && width == 4) {
+			uint32_t st = vr(base, R_STATUS);
+			activated += (st & S_DRIVER_OK) != 0 && (v & S_DRIVER_OK) != 0;
+			needs_reset += (st & S_NEEDS_RESET) != 0;
+		}
 	}
 	hostile_line("fuzz", "writes", nw, "reads", nr, "notifies", notifies);
+	/* Status writes that left DRIVER_OK set (the device took the queues) or showed
+	 * DEVICE_NEEDS_RESET: how deep the fuzzer got. */
+	hostile_line("fuzz-states", "driver_ok", activated, "needs_reset", needs_reset, NULL, 0);
 }
