@@ -2,9 +2,10 @@
  * `probe=<name>` tokens of the command line in order, then the last
  * `exit=<action>` (default poweroff). Also implements `probe=echo` and
  * `probe=log` (a line to COM2, the log port), `probe=fail` (Android's failure string on
- * COM2), `probe=flood` (100 KB of output) and `probe=tick` (a numbered line every ~10 ms,
- * forever, timed by the PIT). */
+ * COM2), `probe=flood` (100 KB of output), `probe=tick` (a numbered line every ~10 ms,
+ * forever, timed by the PIT) and `probe=hostile` (a malicious virtio driver, hostile*.c). */
 #include "probe.h"
+#include "hostile.h"
 
 static const char *const entry_names[] = { "elf64", "pvh", "bzimage" };
 
@@ -100,6 +101,8 @@ static void run_probe(const struct bootinfo *bi, const char *name, size_t n)
 		probe_echo();
 	else if (token_is(name, n, "tick"))
 		probe_tick();
+	else if (token_is(name, n, "hostile"))
+		probe_hostile(bi);
 	else if (token_is(name, n, "flood")) {
 		/* 1000 lines of 100 bytes: 100 KB, more than a pipe holds. */
 		for (int i = 0; i < 1000; i++) {
