@@ -207,6 +207,9 @@ impl MmioTransport {
     }
 
     fn set_status(&mut self, value: u32) {
+        // The device status is one byte (virtio 1.2 §2.1); the register's upper bits are
+        // reserved and never stored.
+        let value = value & 0xff;
         if value == 0 {
             self.reset();
             return;
@@ -573,6 +576,19 @@ mod tests {
         let mut cfg = [0u8; 2];
         t.read(reg::CONFIG + 3, &mut cfg);
         assert_eq!(cfg, [3, 3]);
+    }
+
+    #[test]
+    fn status_keeps_only_its_byte() {
+        let (mut t, _, _) = transport();
+        w(&mut t, reg::STATUS, 0x8080_bb00 | status::ACKNOWLEDGE);
+        assert_eq!(r(&mut t, reg::STATUS), status::ACKNOWLEDGE);
+        w(
+            &mut t,
+            reg::STATUS,
+            0xffff_ff00 | status::ACKNOWLEDGE | status::DRIVER,
+        );
+        assert_eq!(r(&mut t, reg::STATUS), status::ACKNOWLEDGE | status::DRIVER);
     }
 
     #[test]

@@ -24,12 +24,14 @@ use vmm_sys_util::eventfd::EventFd;
 use super::muxer::{EV_CONN_BASE, EV_LISTENER, EV_RX, EV_TIMER, EV_TX, Muxer};
 use super::packet::Header;
 use super::{MAX_PKT_DATA, NUM_QUEUES, QUEUE_SIZE, RXQ, TXQ, VIRTIO_ID_VSOCK, VsockError};
+use crate::devices::virtio::descriptors::{ChainError, Segment, read_chain};
 use crate::devices::virtio::interrupt::{INT_CONFIG, INT_USED_RING};
 use crate::devices::virtio::{
     ActivateContext, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, VirtioError,
 };
 use crate::log_limit::LogLimit;
 use crate::vmm::memory::GuestMemoryMmap;
+use vm_memory::GuestAddress;
 
 static BAD_CHAIN: LogLimit = LogLimit::new();
 static BAD_CONFIG: LogLimit = LogLimit::new();
@@ -45,6 +47,33 @@ struct Active {
     /// Held so the driver's event buffers stay untouched.
     _evq: Queue,
     interrupt: Arc<Interrupt>,
+    /// Scratch for [`refuses_indirect`]'s walk of each chain.
+    segments: Vec<Segment>,
+}
+
+static INDIRECT_CHAIN: LogLimit = LogLimit::new();
+
+/// Whether the chain at `head` must be refused before virtio-vsock parses it: virtio-queue's
+/// chain iterator follows indirect tables, but this device does not offer
+/// VIRTIO_RING_F_INDIRECT_DESC (the transport refuses a driver that sets it), so a chain that
+/// uses one is the driver's error. (A driver that sets the flag after this walk only changes
+/// what its own packet says: the iterator's reads stay inside guest memory.)
+fn refuses_indirect(
+    mem: &GuestMemoryMmap,
+    q: &Queue,
+    head: u16,
+    segments: &mut Vec<Segment>,
+) -> bool {
+    match read_chain(mem, GuestAddress(q.desc_table()), q.size(), head, segments) {
+        Err(e @ ChainError::Indirect(_)) => {
+            if let Some(n) = INDIRECT_CHAIN.hit() {
+                log::warn!("vsock: chain refused ({n}x): {e}");
+            }
+            true
+        }
+        // Other faults are virtio-vsock's to report, as before.
+        _ => false,
+    }
 }
 
 pub struct Vsock {
@@ -200,6 +229,11 @@ impl Vsock {
                 };
                 budget -= 1;
                 let head = chain.head_index();
+                if refuses_indirect(&active.mem, &active.txq, head, &mut active.segments) {
+                    active.txq.add_used(&active.mem, head, 0)?;
+                    used = true;
+                    continue;
+                }
                 match VsockPacket::from_tx_virtq_chain(&active.mem, &mut chain, MAX_PKT_DATA) {
                     Ok(pkt) => {
                         let hdr = Header::from_packet(&pkt);
@@ -238,6 +272,11 @@ impl Vsock {
                     break; // wait for the RX notification
                 };
                 let head = chain.head_index();
+                if refuses_indirect(&active.mem, &active.rxq, head, &mut active.segments) {
+                    active.rxq.add_used(&active.mem, head, 0)?;
+                    used = true;
+                    continue;
+                }
                 let len =
                     match VsockPacket::from_rx_virtq_chain(&active.mem, &mut chain, MAX_PKT_DATA) {
                         Ok(mut pkt) => match muxer.fill_rx(&mut pkt, ops) {
@@ -307,6 +346,7 @@ impl VirtioDevice for Vsock {
             txq,
             _evq: evq,
             interrupt: ctx.interrupt,
+            segments: Vec::with_capacity(usize::from(QUEUE_SIZE)),
         });
         self.broken = false;
         // Packets queued before DRIVER_OK are served by the event loop.

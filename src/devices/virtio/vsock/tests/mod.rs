@@ -672,3 +672,33 @@ fn host_connections_beyond_the_budget_are_closed() {
     g.send(op::REQUEST, 5000, 5001, &[]);
     g.expect(op::RST);
 }
+
+#[test]
+fn a_chain_with_an_indirect_descriptor_is_refused_unread() {
+    /// VIRTQ_DESC_F_INDIRECT: not offered by this device.
+    const F_INDIRECT: u16 = 4;
+    let mut g = Guest::new();
+    // A well-formed indirect table whose one descriptor holds a REQUEST to a port nobody
+    // listens on: followed, it would be answered with RST. Not negotiated, it is not parsed
+    // at all: used with length 0, no answer.
+    let h = g.hdr(op::REQUEST, 70, 71, 0);
+    let header_at = (MEM_SIZE as u64) - 0x10_0000;
+    vm_memory::Bytes::write_slice(&g.mem, &h.to_bytes(), vm_memory::GuestAddress(header_at))
+        .unwrap();
+    let mut table = [0u8; 16];
+    table[0..8].copy_from_slice(&header_at.to_le_bytes());
+    table[8..12].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    g.send_chains(&[vec![(16, F_INDIRECT, table.to_vec())]]);
+    g.quiet(200);
+    {
+        let dev = g.dev.clone();
+        let _d = dev.lock().unwrap();
+        g.reclaim_tx();
+    }
+    assert_eq!(g.tx_lens, vec![0], "the chain is returned");
+    // The device goes on serving well-formed chains.
+    g.send(op::REQUEST, 70, 71, &[]);
+    let r = g.expect(op::RST);
+    assert_eq!((r.hdr.src_port, r.hdr.dst_port), (71, 70));
+    assert!(g.healthy());
+}
