@@ -12,6 +12,8 @@ pub mod boot;
 pub mod devices;
 pub mod disk;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod guest_text;
 pub mod lifecycle;
 pub mod lines;

@@ -18,7 +18,7 @@ use crate::log_limit::LogLimit;
 use crate::vmm::memory::GuestMemoryMmap;
 
 /// Register offsets.
-mod reg {
+pub mod reg {
     pub const MAGIC: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
     pub const DEVICE_ID: u64 = 0x008;

@@ -126,6 +126,11 @@ impl Vsock {
         self.muxer.connections()
     }
 
+    /// Guest bytes waiting for host sockets, over all connections.
+    pub fn buffered(&self) -> usize {
+        self.muxer.buffered()
+    }
+
     pub(super) fn queue_event(&self, index: usize) -> &EventFd {
         &self.queue_evts[index]
     }

@@ -178,7 +178,6 @@ impl Muxer {
     }
 
     /// Guest bytes waiting for host sockets, over all connections.
-    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.slots
             .iter()
