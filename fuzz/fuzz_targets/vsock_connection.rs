@@ -1,0 +1,4 @@
+//! See `micro_vmm::fuzz_entry::vsock_connection`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| micro_vmm::fuzz_entry::vsock_connection(data));
