@@ -359,7 +359,7 @@ pub fn read(disk: &dyn DiskBackend, what: &str) -> Result<GptInfo, DiskError> {
             "the disk is {disk_size} bytes, too small for a GPT"
         )));
     }
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::default();
 
     let mut mbr = [0u8; 512];
     disk.read_exact_at(&mut mbr, 0)?;
@@ -440,11 +440,25 @@ pub fn read(disk: &dyn DiskBackend, what: &str) -> Result<GptInfo, DiskError> {
         }
         partitions.push((n, e));
     }
-    for (a, (na, ea)) in partitions.iter().enumerate() {
-        for (nb, eb) in &partitions[a + 1..] {
-            if ea.first_lba <= eb.last_lba && eb.first_lba <= ea.last_lba {
-                warnings.push(format!("partitions {na} and {nb} overlap"));
+    // Overlaps in one sweep by start LBA (a table of 8192 entries has 33 million pairs): each
+    // partition that starts inside one before it is reported once, with the one reaching
+    // furthest.
+    let mut by_start: Vec<&(usize, GptEntry)> = partitions
+        .iter()
+        .filter(|(_, e)| e.first_lba <= e.last_lba)
+        .collect();
+    by_start.sort_by_key(|(n, e)| (e.first_lba, *n));
+    let mut furthest: Option<&(usize, GptEntry)> = None;
+    for p in by_start {
+        match furthest {
+            Some((nf, f)) if p.1.first_lba <= f.last_lba => {
+                let (a, b) = ((*nf).min(p.0), (*nf).max(p.0));
+                warnings.push(format!("partitions {a} and {b} overlap"));
+                if p.1.last_lba > f.last_lba {
+                    furthest = Some(p);
+                }
             }
+            _ => furthest = Some(p),
         }
     }
 
@@ -480,8 +494,37 @@ pub fn read(disk: &dyn DiskBackend, what: &str) -> Result<GptInfo, DiskError> {
         primary,
         backup,
         partitions,
-        warnings,
+        warnings: warnings.finish(),
     })
+}
+
+/// Most warnings [`read`] lists; a last one counts the rest.
+pub const MAX_WARNINGS: usize = 32;
+
+/// Warnings, the first [`MAX_WARNINGS`] kept and the rest counted (a hostile table can have
+/// thousands of bad entries).
+#[derive(Default)]
+struct Warnings {
+    kept: Vec<String>,
+    dropped: usize,
+}
+
+impl Warnings {
+    fn push(&mut self, w: String) {
+        if self.kept.len() < MAX_WARNINGS {
+            self.kept.push(w);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.kept
+                .push(format!("... and {} more warnings", self.dropped));
+        }
+        self.kept
+    }
 }
 
 fn read_backup(disk: &dyn DiskBackend, primary: &GptHeader) -> Result<GptHeader, String> {
@@ -805,5 +848,39 @@ mod tests {
         h.entry_size = 7;
         bytes[512..604].copy_from_slice(&h.to_bytes());
         assert!(read(&memory_disk(bytes), "t").is_err());
+    }
+
+    #[test]
+    fn warnings_stay_bounded_for_a_table_of_overlapping_entries() {
+        // 2048 used entries, all on the same LBAs: every pair overlaps (2 million pairs).
+        let n = 2048usize;
+        let table: Vec<u8> = (0..n)
+            .flat_map(|i| entry("x", 40, 47, i as u128 + 1).to_bytes())
+            .collect();
+        let h = GptHeader {
+            current_lba: 1,
+            backup_lba: 1,
+            first_usable_lba: 34,
+            last_usable_lba: 100,
+            disk_guid: Uuid::nil(),
+            entries_lba: 2,
+            num_entries: n as u32,
+            entry_size: 128,
+            entries_crc32: crc32fast::hash(&table),
+        };
+        let mut bytes = vec![0u8; 1024];
+        bytes[512..604].copy_from_slice(&h.to_bytes());
+        bytes.extend_from_slice(&table);
+        bytes.resize(bytes.len() + 4096, 0);
+        let info = read(&memory_disk(bytes), "t").unwrap();
+        assert_eq!(info.partitions.len(), n);
+        assert!(
+            info.warnings.len() <= MAX_WARNINGS + 1,
+            "{}",
+            info.warnings.len()
+        );
+        assert!(info.warnings.iter().any(|w| w.contains("overlap")));
+        let last = info.warnings.last().unwrap();
+        assert!(last.contains("more warnings"), "{last}");
     }
 }

@@ -230,7 +230,7 @@ pub fn gpt(data: &[u8]) {
             .all(|(n, _)| (1..=table_entries).contains(n))
     );
     assert!(
-        info.warnings.len() <= 64,
+        info.warnings.len() <= d::gpt::MAX_WARNINGS + 1,
         "{} warnings for one table",
         info.warnings.len()
     );
