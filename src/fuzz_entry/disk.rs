@@ -15,7 +15,8 @@ use crate::disk::{self as d, DiskBackend, DiskError, Format, Image, OpenMode};
 
 /// crosvm composite descriptors (with and without the magic the fuzzer would have to find):
 /// an accepted descriptor has at most the component limit, components sorted, non-empty,
-/// contiguous from 0 to its length, with absolute paths.
+/// contiguous from 0 to its length, and (version 2, which joins relative paths onto the
+/// descriptor's directory) absolute paths.
 pub fn cdisk(data: &[u8]) {
     let path = Path::new("/fuzz/disk.composite");
     let mut with_magic = CDISK_MAGIC.to_vec();
@@ -29,7 +30,7 @@ pub fn cdisk(data: &[u8]) {
         for c in &desc.components {
             assert_eq!(c.offset, expect, "components not contiguous");
             assert!(c.len > 0);
-            assert!(c.path.is_absolute());
+            assert!(desc.version < 2 || c.path.is_absolute());
             expect = c
                 .offset
                 .checked_add(c.len)
@@ -41,7 +42,8 @@ pub fn cdisk(data: &[u8]) {
 
 /// A file of these bytes opened as a disk image, read-only and writable: the detected format
 /// decides what opens (raw as raw, composite as composite or an error, the rest refused),
-/// and a raw image reads back exactly the file's bytes.
+/// and a raw image reads back exactly the file's bytes (whole sectors: a read-only image
+/// leaves out a partial last sector, a writable one is refused).
 pub fn disk_open(data: &[u8]) {
     let Ok(tmp) = TempFile::new_with_prefix("/tmp/mvmm-fuzz-disk") else {
         return;
@@ -57,8 +59,9 @@ pub fn disk_open(data: &[u8]) {
         };
         match (d::open_image(tmp.as_path(), mode), format) {
             (Ok(Image::Raw(disk)), Format::Raw) => {
-                assert_eq!(disk.len(), data.len() as u64);
-                let n = data.len().min(64 << 10);
+                assert!(!writable || data.len().is_multiple_of(512));
+                assert_eq!(disk.len(), data.len() as u64 / 512 * 512);
+                let n = (disk.len() as usize).min(64 << 10);
                 let mut buf = vec![0u8; n];
                 disk.read_exact_at(&mut buf, 0).expect("a raw image reads");
                 assert_eq!(buf, data[..n]);
