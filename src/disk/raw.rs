@@ -436,4 +436,25 @@ mod tests {
         d.flush().unwrap();
         assert_eq!(d.file().sync_count(), 1);
     }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = TempDir::new("raw-fifo");
+        let fifo = dir.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo failed");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = RawFile::open(&fifo, false, false).map(|_| ());
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO hung");
+        assert!(matches!(r, Err(DiskError::NotAFile { .. })), "{r:?}");
+    }
 }
