@@ -237,6 +237,9 @@ struct Rig {
 
 impl Rig {
     fn new() -> Option<Rig> {
+        // As in the VMM (the builder does this first): a host program that closed its socket
+        // makes a write fail with EPIPE instead of killing the process.
+        crate::vmm::signals::ignore_sigpipe().ok()?;
         let dir = TempDir::new_with_prefix("/tmp/mvmm-fuzz-vsock").ok()?;
         let uds = dir.as_path().join("v");
         let dev = Arc::new(Mutex::new(Vsock::new(GUEST_CID, &uds).ok()?));

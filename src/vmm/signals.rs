@@ -33,6 +33,13 @@ pub fn block_stop_signals() -> io::Result<()> {
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }
+    ignore_sigpipe()
+}
+
+/// Ignores SIGPIPE process-wide, as the VMM runs: a write to a closed socket or pipe is an
+/// `EPIPE` error, not a death. (Rust binaries start that way; harnesses with their own
+/// `main`, such as libFuzzer's, do not.)
+pub fn ignore_sigpipe() -> io::Result<()> {
     // SAFETY: SIG_IGN is a valid disposition for SIGPIPE.
     if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
         return Err(io::Error::last_os_error());
