@@ -144,7 +144,8 @@ fn gpt_image() -> Vec<u8> {
 /// A crosvm composite descriptor over two partition files (which do not exist when it is
 /// replayed: the paths are in a temporary directory).
 fn composite_descriptor() -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("mvmm-seed-{}", std::process::id()));
+    // A fixed name, so the seed bytes do not change from run to run.
+    let dir = std::env::temp_dir().join("mvmm-fuzz-seed-composite");
     std::fs::create_dir_all(&dir).unwrap();
     let mut parts = Vec::new();
     for (label, writable) in [("a", false), ("b", true)] {

@@ -38,7 +38,7 @@ pub fn pio_bus(data: &[u8]) {
         })
     };
     let uart = |name| -> Option<(Arc<Mutex<SerialDevice>>, OutputSink)> {
-        let out = OutputSink::memory(OUT_CAP);
+        let out = OutputSink::memory(OUT_CAP, None);
         let irq = EventFd::new(libc::EFD_NONBLOCK).ok()?;
         let dev = SerialDevice::new(name, irq, InputWaker::default(), out.clone());
         Some((Arc::new(Mutex::new(dev)), out))

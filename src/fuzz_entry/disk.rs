@@ -8,6 +8,7 @@ use vmm_sys_util::tempdir::TempDir;
 use vmm_sys_util::tempfile::TempFile;
 
 use super::Input;
+use crate::api::ImageFormat;
 use crate::disk::cdisk::{self, CDISK_MAGIC, MAX_COMPONENTS};
 use crate::disk::composite::{Component, CompositeDisk, Source};
 use crate::disk::raw::RawFile;
@@ -40,10 +41,11 @@ pub fn cdisk(data: &[u8]) {
     }
 }
 
-/// A file of these bytes opened as a disk image, read-only and writable: the detected format
-/// decides what opens (raw as raw, composite as composite or an error, the rest refused),
-/// and a raw image reads back exactly the file's bytes (whole sectors: a read-only image
-/// leaves out a partial last sector, a writable one is refused).
+/// A file of these bytes opened as a disk image, read-only and writable, with and without a
+/// named format: a writable image or one named raw is raw, otherwise the detected format
+/// decides (raw as raw, composite as composite or an error, the rest refused), a named
+/// composite must be one, and a raw image reads back exactly the file's bytes (whole
+/// sectors: a read-only image leaves out a partial last sector, a writable one is refused).
 pub fn disk_open(data: &[u8]) {
     let Ok(tmp) = TempFile::new_with_prefix("/tmp/mvmm-fuzz-disk") else {
         return;
@@ -51,14 +53,27 @@ pub fn disk_open(data: &[u8]) {
     if tmp.as_file().write_all(data).is_err() {
         return;
     }
-    let format = Format::detect(&data[..data.len().min(d::FORMAT_MAGIC_LEN)]);
-    for writable in [false, true] {
+    let detected = Format::detect(&data[..data.len().min(d::FORMAT_MAGIC_LEN)]);
+    for (writable, named) in [
+        (false, None),
+        (true, None),
+        (false, Some(ImageFormat::Raw)),
+        (false, Some(ImageFormat::Composite)),
+        (true, Some(ImageFormat::Raw)),
+    ] {
         let mode = OpenMode {
             writable,
             lock: false,
+            allow_block_devices: false,
         };
-        match (d::open_image(tmp.as_path(), mode), format) {
-            (Ok(Image::Raw(disk)), Format::Raw) => {
+        let format = match named {
+            Some(ImageFormat::Raw) => Some(Format::Raw),
+            None if writable => Some(Format::Raw),
+            None => Some(detected),
+            Some(ImageFormat::Composite) => (detected == Format::Composite).then_some(detected),
+        };
+        match (d::open_image(tmp.as_path(), mode, named), format) {
+            (Ok(Image::Raw(disk)), Some(Format::Raw)) => {
                 assert!(!writable || data.len().is_multiple_of(512));
                 assert_eq!(disk.len(), data.len() as u64 / 512 * 512);
                 let n = (disk.len() as usize).min(64 << 10);
@@ -67,12 +82,12 @@ pub fn disk_open(data: &[u8]) {
                 assert_eq!(buf, data[..n]);
                 assert!(disk.read_exact_at(&mut [0u8; 1], disk.len()).is_err());
             }
-            (Ok(Image::Composite(disk)), Format::Composite) => {
+            (Ok(Image::Composite(disk)), Some(Format::Composite)) => {
                 let n = disk.len().min(4096) as usize;
                 let _ = disk.read_exact_at(&mut vec![0u8; n], 0);
             }
-            (Ok(_), f) => panic!("a {} image opened as something else", f.name()),
-            (Err(DiskError::UnsupportedFormat { .. }), Format::Raw | Format::Composite) => {
+            (Ok(_), f) => panic!("opened as something other than {f:?} ({writable}, {named:?})"),
+            (Err(DiskError::UnsupportedFormat { .. }), Some(Format::Raw | Format::Composite)) => {
                 panic!("a raw or composite image was refused as unsupported")
             }
             (Err(_), _) => {}
