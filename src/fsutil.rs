@@ -4,7 +4,7 @@
 //! rename (and after a removal, [`remove_file_durably`]), so a power loss cannot bring back
 //! the old name's content.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,34 @@ pub fn remove_file_durably(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Clears `O_NONBLOCK` on `file` (set at open only so that opening a FIFO cannot block).
+pub fn clear_nonblocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL on an fd this function borrows only reads its flags; checked below.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL with the flags just read minus O_NONBLOCK changes only that fd's mode.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading without ever waiting in `open` (a FIFO nobody writes to opens at
+/// once and then reads as empty); the file is blocking again for the reads.
+pub fn open_read_no_wait(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    clear_nonblocking(&f)?;
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -152,7 +151,8 @@ pub fn load(path: &Path) -> Result<VmConfigFile, VmConfigError> {
         kind: e.kind(),
         reason: e.to_string(),
     };
-    let f = File::open(path).map_err(io)?;
+    // A FIFO nobody writes to must not hang us in open(2): it reads as empty instead.
+    let f = crate::fsutil::open_read_no_wait(path).map_err(io)?;
     let meta = f.metadata().map_err(io)?;
     if meta.is_file() && meta.len() > MAX_FILE_SIZE {
         return Err(VmConfigError::TooLarge {
@@ -1169,6 +1169,23 @@ mod tests {
         let e = load(&path).unwrap_err();
         assert!(matches!(e, VmConfigError::Syntax { .. }), "{e}");
         assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_nobody_writes_is_an_error_not_a_hang() {
+        let dir = tempdir();
+        let fifo = dir.as_path().join("vm.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(load(&fifo).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load of a FIFO nobody writes returned within 5 s");
+        assert!(got.is_err(), "{got:?}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl RawFile {
                 path: path.to_path_buf(),
             });
         }
-        clear_nonblocking(&file).map_err(open_err)?;
+        crate::fsutil::clear_nonblocking(&file).map_err(open_err)?;
         if lock {
             lock_file(&file, path, writable)?;
         }
@@ -169,22 +169,6 @@ impl RawFile {
 /// Takes an OFD (open file description) lock on the whole file, without waiting. OFD locks
 /// belong to this open file, not to the process: they conflict with locks taken through any
 /// other `open` of the same file, even in this process, and go away when it is closed.
-/// Clears `O_NONBLOCK` (set only so that opening a FIFO cannot block).
-fn clear_nonblocking(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: F_GETFL on an fd this function borrows only reads its flags; checked below.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: F_SETFL with the flags just read minus O_NONBLOCK changes only that fd's mode.
-    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 pub(crate) fn lock_file(file: &File, path: &Path, write: bool) -> Result<(), DiskError> {
     let fl = libc::flock {
         l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
