@@ -357,14 +357,6 @@ def l1_initrd(kernel, files, init_script):
 # The L1 CPU: an AMD model with SVM and nested paging. (`-cpu max` also works, but with two
 # L2 vCPUs its L1 kernel crashed here: a stack-guard hit in exc_page_fault on a vCPU thread.)
 L1_CPU = "EPYC,+svm,+npt"
-# One TCG thread for both L1 CPUs. With multi-threaded TCG (QEMU 7.2, one host thread per L1
-# CPU) nested runs with two busy L2 vCPUs went wrong in ways no guest can cause: an L2 vCPU
-# was found holding L1's own registers (cr3, stack and rip of L1's kvm_amd, during an exit
-# for port 0x3f8), and the whole L1 stopped advancing (QEMU spinning at 170 % CPU for an
-# hour) under micro-vmm and under Firecracker alike. Single-threaded TCG runs the two L1
-# CPUs in turn on one host thread, so no two of them are ever inside the emulator's SVM
-# code at once. MVMM_L1_TCG_THREAD=multi restores the old mode for comparison.
-L1_TCG_THREAD = "single"
 
 
 def run_l1(kernel, initrd_bytes, timeout, append="", mem_mib=4096):
@@ -378,9 +370,7 @@ def run_l1(kernel, initrd_bytes, timeout, append="", mem_mib=4096):
         with open(initrd, "wb") as f:
             f.write(initrd_bytes)
         cpu = os.environ.get("MVMM_L1_CPU", L1_CPU)
-        thread = os.environ.get("MVMM_L1_TCG_THREAD", L1_TCG_THREAD)
-        cmd = [qemu, "-accel", f"tcg,thread={thread}", "-cpu", cpu, "-smp", "2",
-               "-m", str(mem_mib),
+        cmd = [qemu, "-accel", "tcg", "-cpu", cpu, "-smp", "2", "-m", str(mem_mib),
                "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
                "-nodefaults", "-kernel", kernel.bzimage, "-initrd", initrd,
                "-append", f"console=ttyS0 panic=-1 quiet {append}"]
@@ -434,8 +424,7 @@ def run_nested(kernel, l2_files, script, timeout, extra_l1=None):
     files.update({f"l2/{k}": v for k, v in l2_files.items()})
     files.update(extra_l1 or {})
     init = L1_INIT_HEAD + "MVMM=/bin/micro-vmm\nL2=/l2\nTMP=/tmp\n" + script + L1_INIT_TAIL
-    log(f"booting the L1 test host (QEMU TCG thread={os.environ.get('MVMM_L1_TCG_THREAD', L1_TCG_THREAD)}, "
-        f"-cpu {os.environ.get('MVMM_L1_CPU', L1_CPU)})")
+    log(f"booting the L1 test host (QEMU TCG, -cpu {os.environ.get('MVMM_L1_CPU', L1_CPU)})")
     out, secs = run_l1(kernel, l1_initrd(kernel, files, init), timeout)
     log(f"L1 ran {secs:.1f} s")
     if "=== L1 NO-KVM" in out:
