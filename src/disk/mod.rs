@@ -480,19 +480,11 @@ mod tests {
     /// `target` as a READ_WRITE component, padded inside the protobuf with an unknown
     /// length-delimited field (field 15) to exactly `size` bytes.
     fn guest_written_descriptor(target: &Path, size: usize) -> Vec<u8> {
-        use prost::Message;
-        let msg = cdisk::proto::CompositeDisk {
-            version: 2,
-            component_disks: vec![cdisk::proto::ComponentDisk {
-                file_path: target.to_str().unwrap().into(),
-                offset: 0,
-                read_write_capability: cdisk::proto::ReadWriteCapability::ReadWrite as i32,
-                file_offset: 0,
-            }],
-            length: 4096,
-        };
-        let mut b = cdisk::CDISK_MAGIC.to_vec();
-        msg.encode(&mut b).unwrap();
+        let mut b = one_component_descriptor(
+            target.to_str().unwrap(),
+            cdisk::proto::ReadWriteCapability::ReadWrite as i32,
+            4096,
+        );
         // Key (field 15, wire type 2), a 3-byte varint length, then the padding.
         let pad = size - b.len() - 4;
         b.push(15 << 3 | 2);
@@ -503,6 +495,25 @@ mod tests {
         ]);
         b.resize(size, 0xee);
         assert_eq!(b.len(), size);
+        b
+    }
+
+    /// A version-2 composite descriptor (magic and protobuf) with one component, `path`, of
+    /// `length` bytes.
+    fn one_component_descriptor(path: &str, read_write_capability: i32, length: u64) -> Vec<u8> {
+        use prost::Message;
+        let msg = cdisk::proto::CompositeDisk {
+            version: 2,
+            component_disks: vec![cdisk::proto::ComponentDisk {
+                file_path: path.into(),
+                offset: 0,
+                read_write_capability,
+                file_offset: 0,
+            }],
+            length,
+        };
+        let mut b = cdisk::CDISK_MAGIC.to_vec();
+        msg.encode(&mut b).unwrap();
         b
     }
 
@@ -601,7 +612,6 @@ mod tests {
 
     #[test]
     fn block_device_components_need_permission() {
-        use prost::Message;
         let Some(dev) = (0..8)
             .map(|i| PathBuf::from(format!("/dev/loop{i}")))
             .find(|p| std::fs::File::open(p).is_ok())
@@ -610,18 +620,7 @@ mod tests {
             return;
         };
         let dir = TempDir::new("block-components");
-        let msg = cdisk::proto::CompositeDisk {
-            version: 2,
-            component_disks: vec![cdisk::proto::ComponentDisk {
-                file_path: dev.to_str().unwrap().into(),
-                offset: 0,
-                read_write_capability: 0,
-                file_offset: 0,
-            }],
-            length: 512,
-        };
-        let mut b = cdisk::CDISK_MAGIC.to_vec();
-        msg.encode(&mut b).unwrap();
+        let b = one_component_descriptor(dev.to_str().unwrap(), 0, 512);
         let desc = dir.file("d.img", &b);
         let e = open(&DiskConfig::image(desc.clone(), false)).err().unwrap();
         assert!(e.to_string().contains("is a block device; allow it"), "{e}");
@@ -640,24 +639,12 @@ mod tests {
 
     #[test]
     fn a_fifo_component_is_refused_without_hanging() {
-        use prost::Message;
         let dir = TempDir::new("fifo-component");
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let msg = cdisk::proto::CompositeDisk {
-            version: 2,
-            component_disks: vec![cdisk::proto::ComponentDisk {
-                file_path: "fifo".into(),
-                offset: 0,
-                read_write_capability: 0,
-                file_offset: 0,
-            }],
-            length: 512,
-        };
-        let mut b = cdisk::CDISK_MAGIC.to_vec();
-        msg.encode(&mut b).unwrap();
+        let b = one_component_descriptor("fifo", 0, 512);
         let desc = dir.file("d.img", &b);
         let e = open(&DiskConfig::image(desc, false)).err().unwrap();
         assert!(e.to_string().contains("not a regular file"), "{e}");
